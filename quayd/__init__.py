@@ -1,0 +1,3 @@
+"""
+quayd: a private container image registry served by one Twisted daemon.
+"""

@@ -1,0 +1,892 @@
+"""
+The daemon's configuration: one YAML file, validated at load into frozen dataclasses.
+
+L{load_config} reads the file with a L{yaml.SafeLoader} (that also rejects duplicate keys) and
+L{parse_config} checks every value: unknown keys, types, ranges, host names, database URLs and
+the Twisted endpoint strings to listen on. Every problem is reported as a L{ConfigError} naming
+the key path (C{server.listen[0]: ...}), so nothing downstream ever has to re-validate a value.
+
+YAML 1.1 turns some unquoted scalars into other types (C{no} is C{False}, C{010} is C{8},
+C{2024-01-01} is a L{datetime.date}); such values fail the type checks here instead of being
+coerced, and the error message suggests quoting them.
+
+Relative paths are resolved against the process working directory when the file is loaded, so
+the dataclasses only ever hold absolute paths.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Hashable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Final, Literal, TypeVar
+
+import yaml
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.testing import MemoryReactor
+from twisted.logger import LogLevel
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "Config",
+    "ConfigError",
+    "ConfigPath",
+    "DatabaseBackend",
+    "DatabaseConfig",
+    "LogFormat",
+    "LogLevelName",
+    "LoggingConfig",
+    "RegistryConfig",
+    "Scheme",
+    "ServerConfig",
+    "StorageConfig",
+    "StorageDriver",
+    "load_config",
+    "parse_config",
+]
+
+ConfigPath = tuple[str | int, ...]
+"""
+The path of a value in the config file: mapping keys as C{str}, list indexes as C{int}.
+"""
+
+Scheme = Literal["http", "https"]
+StorageDriver = Literal["filesystem"]
+DatabaseBackend = Literal["sqlite"]
+LogFormat = Literal["text", "json"]
+LogLevelName = Literal["debug", "info", "warn", "error", "critical"]
+
+_SCHEMES: Final[tuple[Scheme, ...]] = ("http", "https")
+_STORAGE_DRIVERS: Final[tuple[StorageDriver, ...]] = ("filesystem",)
+_LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("text", "json")
+_LOG_LEVELS: Final[tuple[LogLevelName, ...]] = ("debug", "info", "warn", "error", "critical")
+
+DEFAULT_LISTEN: Final[tuple[str, ...]] = ("tcp:5000:interface=127.0.0.1",)
+"""
+Listen on loopback only: the registry has no access control yet.
+"""
+
+_DEFAULT_DATA_DIR: Final = "data"
+_DEFAULT_MAX_MANIFEST_BYTES: Final = 4 * 1024 * 1024
+_DEFAULT_UPLOAD_EXPIRY: Final = 86400.0
+
+_T = TypeVar("_T")
+
+
+def _format_path(path: ConfigPath) -> str:
+    """
+    Spell a key path the way an operator reads it in the YAML file.
+
+    @param path: Keys and list indexes from the document root.
+    @return: For example C{server.listen[0]}; the empty string for the root.
+    """
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+class ConfigError(Exception):
+    """
+    The configuration is unreadable or invalid.
+
+    C{str(error)} is C{"<key path>: <message>"}, for example
+    C{"server.listen[0]: unsupported endpoint type 'garbage'"}; problems with the file as a
+    whole (missing, not YAML) have an empty path and read as the message alone.
+
+    @ivar path: Where the problem is: mapping keys and list indexes from the document root.
+    @ivar message: What is wrong, written for the operator.
+    """
+
+    def __init__(self, path: ConfigPath, message: str) -> None:
+        """
+        Record where the problem is and what it is.
+
+        @param path: Where the problem is: mapping keys and list indexes from the root.
+        @param message: What is wrong, written for the operator.
+        """
+        super().__init__(path, message)
+        self.path = tuple(path)
+        self.message = message
+
+    def __str__(self) -> str:
+        """
+        Render the error as shown to the operator.
+
+        @return: The key path and the message.
+        """
+        where = _format_path(self.path)
+        return f"{where}: {self.message}" if where else self.message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """
+    How clients reach the registry and where the daemon listens.
+
+    @ivar hostname: C{host[:port]} that clients use to reach the registry; it goes into
+        absolute URLs, the token realm and webhook payloads (C{docker_url}).
+    @ivar scheme: C{http} or C{https}, as seen by clients (a TLS-terminating proxy in front of
+        a plain C{tcp} listener still means C{https}).
+    @ivar listen: Twisted server endpoint strings, at least one; checked at load.
+    """
+
+    hostname: str = "localhost:5000"
+    scheme: Scheme = "http"
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+
+    def __post_init__(self) -> None:
+        """
+        Check the values that do not need I/O: the host name, the scheme and a non-empty
+        listen list. Endpoint strings are checked by L{parse_config}.
+
+        @raise ConfigError: If a value is out of range.
+        """
+        problem = _hostname_problem(self.hostname)
+        if problem is not None:
+            raise ConfigError(("server", "hostname"), problem)
+        if self.scheme not in _SCHEMES:
+            raise ConfigError(("server", "scheme"), f"must be one of {_listing(_SCHEMES)}")
+        if not self.listen:
+            raise ConfigError(("server", "listen"), "must list at least one endpoint")
+
+    @property
+    def base_url(self) -> str:
+        """
+        The registry's absolute URL as clients see it, without a trailing slash.
+        """
+        return f"{self.scheme}://{self.hostname}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageConfig:
+    """
+    Where blobs are stored.
+
+    @ivar driver: The blob store implementation; only C{filesystem} exists so far.
+    @ivar path: Absolute directory of the filesystem blob store.
+    """
+
+    driver: StorageDriver = "filesystem"
+    path: Path
+
+    def __post_init__(self) -> None:
+        """
+        Validate the values, also when the object is built directly in code.
+
+        @raise ConfigError: If the driver is unknown or the path is relative.
+        """
+        if self.driver not in _STORAGE_DRIVERS:
+            raise ConfigError(("storage", "driver"), f"must be one of {_listing(_STORAGE_DRIVERS)}")
+        if not self.path.is_absolute():
+            raise ConfigError(("storage", "path"), "must be an absolute path")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatabaseConfig:
+    """
+    Where the metadata database lives.
+
+    @ivar backend: The database backend; only C{sqlite} exists so far.
+    @ivar url: The URL as configured (or the computed default). Future backends' URLs may carry
+        credentials, so never log it.
+    @ivar path: Absolute path of the SQLite database file; C{None} for backends without one.
+    """
+
+    backend: DatabaseBackend = "sqlite"
+    url: str
+    path: Path | None
+
+    def __post_init__(self) -> None:
+        """
+        Validate the values, also when the object is built directly in code.
+
+        @raise ConfigError: If an SQLite database has no absolute path.
+        """
+        if self.backend == "sqlite" and (self.path is None or not self.path.is_absolute()):
+            raise ConfigError(("database", "url"), "an SQLite database needs an absolute path")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryConfig:
+    """
+    Limits and switches of the distribution API.
+
+    @ivar max_manifest_bytes: Largest manifest accepted on push.
+    @ivar max_blob_bytes: Largest blob accepted on push; C{None} for no limit.
+    @ivar max_chunk_bytes: Largest single upload request body; C{None} for no limit.
+    @ivar upload_expiry: Seconds after which an abandoned upload session is removed.
+    @ivar delete_enabled: Whether manifests and tags may be deleted through the API.
+    @ivar auto_mount: Whether a cross-repository mount without C{from} may find the blob in any
+        repository the client can pull from.
+    """
+
+    max_manifest_bytes: int = _DEFAULT_MAX_MANIFEST_BYTES
+    max_blob_bytes: int | None = None
+    max_chunk_bytes: int | None = None
+    upload_expiry: float = _DEFAULT_UPLOAD_EXPIRY
+    delete_enabled: bool = True
+    auto_mount: bool = True
+
+    def __post_init__(self) -> None:
+        """
+        Validate the values, also when the object is built directly in code.
+
+        @raise ConfigError: If a size or the expiry is not positive.
+        """
+        if self.max_manifest_bytes <= 0:
+            raise ConfigError(("registry", "max_manifest_bytes"), "must be greater than 0")
+        if self.max_blob_bytes is not None and self.max_blob_bytes <= 0:
+            raise ConfigError(("registry", "max_blob_bytes"), "must be greater than 0 (or null for no limit)")
+        if self.max_chunk_bytes is not None and self.max_chunk_bytes <= 0:
+            raise ConfigError(
+                ("registry", "max_chunk_bytes"), "must be greater than 0 (or null for no limit)"
+            )
+        if not (math.isfinite(self.upload_expiry) and self.upload_expiry > 0):
+            raise ConfigError(
+                ("registry", "upload_expiry"), "must be a finite number of seconds greater than 0"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggingConfig:
+    """
+    How the daemon logs.
+
+    @ivar format: C{text} for human-readable lines, C{json} for one JSON event per line.
+    @ivar level: The lowest level that is emitted, named as in L{LogLevel}.
+    """
+
+    format: LogFormat = "text"
+    level: LogLevelName = "info"
+
+    def __post_init__(self) -> None:
+        """
+        Validate the values, also when the object is built directly in code.
+
+        @raise ConfigError: If the format or level is unknown.
+        """
+        if self.format not in _LOG_FORMATS:
+            raise ConfigError(("logging", "format"), f"must be one of {_listing(_LOG_FORMATS)}")
+        if self.level not in _LOG_LEVELS:
+            raise ConfigError(("logging", "level"), f"must be one of {_listing(_LOG_LEVELS)}")
+
+    @property
+    def log_level(self) -> LogLevel:
+        """
+        The configured level as a L{LogLevel}, for a L{twisted.logger.LogLevelFilterPredicate}.
+        """
+        level: LogLevel = LogLevel.levelWithName(self.level)  # constantly's lookup returns Any
+        return level
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """
+    The whole, validated configuration.
+
+    @ivar data_dir: Absolute directory holding the default database and blob store.
+    @ivar server: Public host name and listeners.
+    @ivar storage: The blob store.
+    @ivar database: The metadata database.
+    @ivar registry: Limits and switches of the distribution API.
+    @ivar logging: Log format and level.
+    @ivar source: Where the configuration came from (the file name), for messages.
+    """
+
+    data_dir: Path
+    server: ServerConfig
+    storage: StorageConfig
+    database: DatabaseConfig
+    registry: RegistryConfig
+    logging: LoggingConfig
+    source: str
+
+    def __post_init__(self) -> None:
+        """
+        Validate the values, also when the object is built directly in code.
+
+        @raise ConfigError: If the data directory is relative.
+        """
+        if not self.data_dir.is_absolute():
+            raise ConfigError(("data_dir",), "must be an absolute path")
+
+
+def load_config(path: str | Path) -> Config:
+    """
+    Read and validate the YAML configuration file.
+
+    @param path: The file to read. Relative paths inside it are resolved against the current
+        working directory, not the file's directory.
+    @return: The validated configuration.
+    @raise ConfigError: If the file cannot be read, is not YAML, or holds an invalid value.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError((), f"cannot read config file {source}: {e.strerror or e}") from None
+    try:
+        data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - _ConfigLoader is a SafeLoader
+    except yaml.YAMLError as e:
+        raise ConfigError((), f"config file {source} is not valid YAML: {_yaml_problem(e)}") from None
+    return parse_config(data, source=source)
+
+
+def parse_config(data: object, *, source: str) -> Config:
+    """
+    Validate a decoded YAML document.
+
+    @param data: What L{yaml.safe_load} returned: a mapping, or C{None} for an empty file.
+    @param source: Where the document came from, kept in L{Config.source}.
+    @return: The validated configuration.
+    @raise ConfigError: On the first unknown key, wrong type or out-of-range value.
+    """
+    root = _mapping(data, (), ("data_dir", "server", "storage", "database", "registry", "logging"))
+    data_dir = _absolute(_non_empty_string(root.get("data_dir", _DEFAULT_DATA_DIR), ("data_dir",)))
+    return Config(
+        data_dir=data_dir,
+        server=_parse_server(root.get("server"), ("server",)),
+        storage=_parse_storage(root.get("storage"), ("storage",), data_dir),
+        database=_parse_database(root.get("database"), ("database",), data_dir),
+        registry=_parse_registry(root.get("registry"), ("registry",)),
+        logging=_parse_logging(root.get("logging"), ("logging",)),
+        source=source,
+    )
+
+
+def _parse_server(data: object, path: ConfigPath) -> ServerConfig:
+    """
+    Validate the C{server} section.
+
+    @param data: The section, or C{None} when absent or empty.
+    @param path: The section's key path.
+    @return: The validated section.
+    """
+    section = _mapping(data, path, ("hostname", "scheme", "listen"))
+    hostname = _string(section.get("hostname", "localhost:5000"), (*path, "hostname"))
+    scheme = _choice(section.get("scheme", "http"), (*path, "scheme"), _SCHEMES)
+    listen_path = (*path, "listen")
+    listen = _string_list(section.get("listen", list(DEFAULT_LISTEN)), listen_path)
+    if not listen:
+        raise ConfigError(listen_path, "must list at least one endpoint")
+    for index, description in enumerate(listen):
+        if description in listen[:index]:
+            raise ConfigError((*listen_path, index), f"endpoint {description!r} is listed twice")
+        _check_endpoint(description, (*listen_path, index))
+    return ServerConfig(hostname=hostname, scheme=scheme, listen=listen)
+
+
+def _parse_storage(data: object, path: ConfigPath, data_dir: Path) -> StorageConfig:
+    """
+    Validate the C{storage} section.
+
+    @param data: The section, or C{None} when absent or empty.
+    @param path: The section's key path.
+    @param data_dir: The absolute data directory, parent of the default blob directory.
+    @return: The validated section.
+    """
+    section = _mapping(data, path, ("driver", "path"))
+    driver = _choice(section.get("driver", "filesystem"), (*path, "driver"), _STORAGE_DRIVERS)
+    configured = section.get("path")
+    blob_path = (
+        data_dir / "blobs"
+        if configured is None
+        else _absolute(_non_empty_string(configured, (*path, "path")))
+    )
+    return StorageConfig(driver=driver, path=blob_path)
+
+
+def _parse_database(data: object, path: ConfigPath, data_dir: Path) -> DatabaseConfig:
+    """
+    Validate the C{database} section.
+
+    Only C{sqlite:PATH} URLs are accepted so far. Error messages quote the URL's scheme but never
+    the URL itself, which may one day carry a password.
+
+    @param data: The section, or C{None} when absent or empty.
+    @param path: The section's key path.
+    @param data_dir: The absolute data directory, parent of the default database file.
+    @return: The validated section.
+    """
+    section = _mapping(data, path, ("url",))
+    url_path = (*path, "url")
+    configured = section.get("url")
+    if configured is None:
+        default = data_dir / "quayd.sqlite"
+        return DatabaseConfig(backend="sqlite", url=f"sqlite:{default}", path=default)
+    url = _non_empty_string(configured, url_path)
+    scheme, colon, rest = url.partition(":")
+    if not colon:
+        raise ConfigError(url_path, "must be a database URL such as 'sqlite:/var/lib/quayd/quayd.sqlite'")
+    if scheme == "sqlite":
+        if rest.startswith("//"):
+            raise ConfigError(
+                url_path,
+                "write 'sqlite:PATH' (for example 'sqlite:/var/lib/quayd/quayd.sqlite'), not 'sqlite://'",
+            )
+        if not rest:
+            raise ConfigError(url_path, "needs a file path after 'sqlite:'")
+        if rest == ":memory:":
+            raise ConfigError(
+                url_path, "an in-memory SQLite database is not supported: the metadata must persist"
+            )
+        return DatabaseConfig(backend="sqlite", url=url, path=_absolute(rest))
+    if scheme in ("postgresql", "postgres"):
+        raise ConfigError(url_path, "PostgreSQL is not supported yet; use 'sqlite:PATH'")
+    raise ConfigError(url_path, f"unsupported database URL scheme {scheme!r}; use 'sqlite:PATH'")
+
+
+def _parse_registry(data: object, path: ConfigPath) -> RegistryConfig:
+    """
+    Validate the C{registry} section.
+
+    @param data: The section, or C{None} when absent or empty.
+    @param path: The section's key path.
+    @return: The validated section.
+    """
+    section = _mapping(
+        data,
+        path,
+        (
+            "max_manifest_bytes",
+            "max_blob_bytes",
+            "max_chunk_bytes",
+            "upload_expiry",
+            "delete_enabled",
+            "auto_mount",
+        ),
+    )
+    max_blob = section.get("max_blob_bytes")
+    max_chunk = section.get("max_chunk_bytes")
+    return RegistryConfig(
+        max_manifest_bytes=_integer(
+            section.get("max_manifest_bytes", _DEFAULT_MAX_MANIFEST_BYTES), (*path, "max_manifest_bytes")
+        ),
+        max_blob_bytes=None if max_blob is None else _integer(max_blob, (*path, "max_blob_bytes")),
+        max_chunk_bytes=None if max_chunk is None else _integer(max_chunk, (*path, "max_chunk_bytes")),
+        upload_expiry=_number(section.get("upload_expiry", _DEFAULT_UPLOAD_EXPIRY), (*path, "upload_expiry")),
+        delete_enabled=_boolean(section.get("delete_enabled", True), (*path, "delete_enabled")),
+        auto_mount=_boolean(section.get("auto_mount", True), (*path, "auto_mount")),
+    )
+
+
+def _parse_logging(data: object, path: ConfigPath) -> LoggingConfig:
+    """
+    Validate the C{logging} section.
+
+    @param data: The section, or C{None} when absent or empty.
+    @param path: The section's key path.
+    @return: The validated section.
+    """
+    section = _mapping(data, path, ("format", "level"))
+    return LoggingConfig(
+        format=_choice(section.get("format", "text"), (*path, "format"), _LOG_FORMATS),
+        level=_choice(section.get("level", "info"), (*path, "level"), _LOG_LEVELS),
+    )
+
+
+# Scalar and container checks.
+
+
+def _describe(value: object) -> str:
+    """
+    Name a decoded YAML value's type for an error message, with a hint where YAML 1.1 turned
+    an unquoted scalar into something else.
+
+    @param value: The offending value.
+    @return: For example C{"a boolean (YAML reads unquoted yes/no/on/off as booleans)"}.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean (YAML reads unquoted yes/no/on/off/true/false as booleans)"
+    if isinstance(value, int):
+        return "an integer (YAML reads unquoted digits, and 0-prefixed octal, as integers)"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, date):
+        return "a date (YAML reads unquoted YYYY-MM-DD as a date)"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a value of type {type(value).__name__}"
+
+
+def _mapping(data: object, path: ConfigPath, allowed: tuple[str, ...]) -> dict[str, object]:
+    """
+    Check that a section is a mapping with string keys, all of them known.
+
+    @param data: The decoded section; C{None} (absent, or present with no keys) means empty.
+    @param path: The section's key path.
+    @param allowed: The keys the section may hold.
+    @return: The section, with keys typed as strings.
+    @raise ConfigError: Naming the path of the first unknown or non-string key.
+    """
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, f"expected a mapping of keys to values, got {_describe(data)}")
+    section: dict[str, object] = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(path, f"keys must be strings, got {_describe(key)} ({key!r}); quote the key")
+        if key not in allowed:
+            raise ConfigError((*path, key), f"unknown key; expected one of {_listing(allowed)}")
+        section[key] = value
+    return section
+
+
+def _string(value: object, path: ConfigPath) -> str:
+    """
+    Require a string.
+
+    @param value: A decoded YAML value.
+    @param path: Its key path.
+    @return: The value, if it is a string.
+    @raise ConfigError: If it is not; the message suggests quoting.
+    """
+    if not isinstance(value, str):
+        raise ConfigError(path, f"expected a string, got {_describe(value)}; quote the value")
+    return value
+
+
+def _non_empty_string(value: object, path: ConfigPath) -> str:
+    """
+    Require a string that is not empty.
+
+    @param value: A decoded YAML value.
+    @param path: Its key path.
+    @return: The value, if it is a string that is not empty.
+    @raise ConfigError: If it is not.
+    """
+    text = _string(value, path)
+    if not text:
+        raise ConfigError(path, "must not be empty")
+    return text
+
+
+def _integer(value: object, path: ConfigPath) -> int:
+    """
+    Require an integer.
+
+    @param value: A decoded YAML value.
+    @param path: Its key path.
+    @return: The value, if it is an integer (a boolean is not).
+    @raise ConfigError: If it is not.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(path, f"expected an integer, got {_describe(value)}")
+    return value
+
+
+def _number(value: object, path: ConfigPath) -> float:
+    """
+    Require a number of seconds or similar: an integer or a float.
+
+    @param value: A decoded YAML value.
+    @param path: Its key path.
+    @return: The value as a float, if it is an integer or a float (a boolean is not).
+    @raise ConfigError: If it is not.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(path, f"expected a number, got {_describe(value)}")
+    return float(value)
+
+
+def _boolean(value: object, path: ConfigPath) -> bool:
+    """
+    Require a boolean.
+
+    @param value: A decoded YAML value.
+    @param path: Its key path.
+    @return: The value, if it is a boolean.
+    @raise ConfigError: If it is not.
+    """
+    if not isinstance(value, bool):
+        raise ConfigError(path, f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def _choice(value: object, path: ConfigPath, choices: tuple[_T, ...]) -> _T:
+    """
+    Require one of a fixed set of strings.
+
+    @param value: A decoded YAML value.
+    @param path: Its key path.
+    @param choices: The accepted strings.
+    @return: The matching element of C{choices}, so that the result has their (literal) type.
+    @raise ConfigError: If the value is not a string or not one of the choices.
+    """
+    text = _string(value, path)
+    for choice in choices:
+        if choice == text:
+            return choice
+    raise ConfigError(path, f"must be one of {_listing(choices)}, got {text!r}")
+
+
+def _string_list(value: object, path: ConfigPath) -> tuple[str, ...]:
+    """
+    Require a list of strings.
+
+    @param value: A decoded YAML value.
+    @param path: Its key path.
+    @return: The value as a tuple, if it is a list of strings.
+    @raise ConfigError: Naming the list, or the index of the first element that is no string.
+    """
+    if not isinstance(value, list):
+        raise ConfigError(path, f"expected a list of strings, got {_describe(value)}")
+    return tuple(_string(item, (*path, index)) for index, item in enumerate(value))
+
+
+def _listing(choices: tuple[object, ...]) -> str:
+    """
+    Spell a set of accepted values for an error message.
+
+    @param choices: Accepted values.
+    @return: The values, comma-separated, for an error message.
+    """
+    return ", ".join(str(choice) for choice in choices)
+
+
+def _absolute(path: str) -> Path:
+    """
+    Resolve a configured path against the working directory, without touching the filesystem.
+
+    @param path: A path from the config file, absolute or relative.
+    @return: The normalised absolute path (symbolic links are not resolved).
+    """
+    return Path(os.path.abspath(path))
+
+
+# Host names.
+
+_HOST_LABELS: Final = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?"
+)
+_HOST_PORT: Final = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>[0-9]{1,5}))?")
+
+
+def _hostname_problem(hostname: str) -> str | None:
+    """
+    Check a C{host[:port]} as clients use it in image references and URLs.
+
+    @param hostname: A DNS name, an IPv4 address or a bracketed IPv6 address, with an optional
+        port.
+    @return: What is wrong with it, or C{None} if it is fine.
+    """
+    if not hostname:
+        return "must not be empty"
+    if "://" in hostname:
+        return "must be host[:port] without a scheme; set server.scheme instead"
+    if "/" in hostname:
+        return "must be host[:port] without a path"
+    match = _HOST_PORT.fullmatch(hostname)
+    if match is None:
+        return "must be host[:port]; write IPv6 addresses in brackets, as in '[::1]:5000'"
+    host, port = match["host"], match["port"]
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return f"{host!r} is not a valid IPv6 address"
+    elif not _HOST_LABELS.fullmatch(host):
+        return f"{host!r} is not a valid host name"
+    if port is not None and not 1 <= int(port) <= 65535:
+        return "the port must be between 1 and 65535"
+    return None
+
+
+# Endpoint strings.
+
+_ENDPOINT_TYPES: Final = ("tcp", "tcp6", "ssl", "unix", "systemd")
+_SYSTEMD_DOMAINS: Final = ("INET", "INET6", "UNIX")
+
+
+def _split_endpoint(description: str) -> tuple[list[str], dict[str, str]]:
+    """
+    Split an endpoint string into positional and keyword arguments, as Twisted's
+    C{serverFromString} does: C{:} separates arguments, the first C{=} of an argument makes it a
+    keyword argument, and a backslash escapes the next character.
+
+    @param description: An endpoint string such as C{tcp6:5000:interface=\\:\\:}.
+    @return: The positional arguments (the endpoint type first) and the keyword arguments.
+    @raise ValueError: If the string ends with a lone backslash.
+    """
+    arguments: list[list[str]] = [[""]]
+    characters = iter(description)
+    for character in characters:
+        if character == "\\":
+            escaped = next(characters, None)
+            if escaped is None:
+                raise ValueError("it ends with a lone backslash")
+            arguments[-1][-1] += escaped
+        elif character == ":":
+            arguments.append([""])
+        elif character == "=" and len(arguments[-1]) == 1:
+            arguments[-1].append("")
+        else:
+            arguments[-1][-1] += character
+    positional = [parts[0] for parts in arguments if len(parts) == 1]
+    keywords = {parts[0]: parts[1] for parts in arguments if len(parts) == 2}
+    return positional, keywords
+
+
+def _check_endpoint(description: str, path: ConfigPath) -> None:
+    """
+    Check a server endpoint string as far as possible without listening.
+
+    C{tcp}, C{tcp6}, C{ssl} and C{unix} strings are parsed by C{serverFromString} against a
+    L{MemoryReactor}, which also reads the certificate and key files of C{ssl} endpoints; ports
+    are then checked to be in range, since Twisted accepts any integer. C{systemd} strings are
+    checked for their syntax only, because the inherited descriptors exist only when systemd
+    starts the daemon (not, for example, for C{--check-config}). Other endpoint types are
+    refused, so that validating never scans for endpoint plugins.
+
+    @param description: The endpoint string.
+    @param path: Its key path.
+    @raise ConfigError: Naming the path and the reason.
+    """
+    where = f"invalid endpoint {description!r}"
+    try:
+        positional, keywords = _split_endpoint(description)
+    except ValueError as e:
+        raise ConfigError(path, f"{where}: {e}") from None
+    kind = positional[0]
+    if kind not in _ENDPOINT_TYPES:
+        raise ConfigError(
+            path, f"{where}: unsupported endpoint type {kind!r}; use one of {_listing(_ENDPOINT_TYPES)}"
+        )
+    if kind == "systemd":
+        problem = _systemd_problem(positional[1:], keywords)
+        if problem is not None:
+            raise ConfigError(path, f"{where}: {problem}")
+        return
+    try:
+        # serverFromString and MemoryReactor.__init__ are not annotated in Twisted.
+        serverFromString(MemoryReactor(), description)
+    except OSError as e:
+        raise ConfigError(path, f"{where}: {e.strerror or e}: {e.filename}") from None
+    except Exception as e:
+        # Endpoint parsers report problems with whatever their code raises: ValueError and
+        # TypeError for bad arguments, AttributeError for an unknown sslmethod, OpenSSL.SSL.Error
+        # for a bad certificate or key. All of them mean the string is unusable.
+        raise ConfigError(path, f"{where}: {_endpoint_problem(e)}") from None
+    if kind == "unix":
+        address = keywords.get("address", positional[1] if len(positional) > 1 else "")
+        if not address:
+            raise ConfigError(path, f"{where}: needs a socket path, as in 'unix:/run/quayd/quayd.sock'")
+    else:
+        port = int(keywords.get("port", positional[1] if len(positional) > 1 else "0"))
+        if not 0 <= port <= 65535:
+            raise ConfigError(path, f"{where}: the port must be between 0 and 65535")
+
+
+def _endpoint_problem(error: Exception) -> str:
+    """
+    Turn an exception raised by an endpoint parser into a message for the operator.
+
+    @param error: What C{serverFromString} raised.
+    @return: The reason the string is unusable.
+    """
+    text = str(error)
+    if type(error).__module__.startswith("OpenSSL"):
+        return f"cannot load the TLS certificate or private key ({text})"
+    unexpected = re.search(r"unexpected keyword argument '(\w+)'", text)
+    if unexpected is not None:
+        return f"unknown option {unexpected[1]!r}"
+    repeated = re.search(r"multiple values for (?:keyword )?argument '(\w+)'", text)
+    if repeated is not None:
+        return (
+            f"option {repeated[1]!r} is given twice; escape colons inside values with a backslash,"
+            " as in 'tcp6:5000:interface=\\:\\:1'"
+        )
+    return text or type(error).__name__
+
+
+def _systemd_problem(positional: list[str], keywords: dict[str, str]) -> str | None:
+    """
+    Check the arguments of a C{systemd:domain=INET6:index=0} (or C{:name=NAME}) endpoint.
+
+    @param positional: The positional arguments after the type; there must be none.
+    @param keywords: The keyword arguments.
+    @return: What is wrong, or C{None} if the syntax is fine.
+    """
+    if positional:
+        return "systemd endpoints take only keyword options (domain, and index or name)"
+    unknown = sorted(set(keywords) - {"domain", "index", "name"})
+    if unknown:
+        return f"unknown option {unknown[0]!r}"
+    if keywords.get("domain") not in _SYSTEMD_DOMAINS:
+        return f"needs domain= set to one of {_listing(_SYSTEMD_DOMAINS)}"
+    if ("index" in keywords) == ("name" in keywords):
+        return "needs exactly one of index= or name="
+    if "index" in keywords and not keywords["index"].isdecimal():
+        return "index= must be a non-negative integer"
+    if "name" in keywords and not keywords["name"]:
+        return "name= must not be empty"
+    return None
+
+
+# YAML loading.
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """
+    L{yaml.SafeLoader} that refuses duplicate keys in a mapping, which PyYAML would otherwise
+    resolve silently in favour of the last one (a second C{server:} section would quietly
+    replace the first).
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, object]:
+        """
+        Build a mapping after checking that no scalar key appears twice. Keys merged in with
+        C{<<} may still be overridden, as YAML intends.
+
+        @param node: The mapping node.
+        @param deep: Whether to build nested values immediately.
+        @return: The mapping.
+        @raise yaml.constructor.ConstructorError: On a duplicate key.
+        """
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key_node.value!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """
+    Describe a YAML error in one line, with its position.
+
+    @param error: What PyYAML raised.
+    @return: For example
+        C{"while constructing a mapping: found duplicate key 'server' (line 7, column 1)"}.
+    """
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem is not None:
+        mark = error.problem_mark or error.context_mark
+        problem = f"{error.context}: {error.problem}" if error.context else error.problem
+        if mark is not None:
+            return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+        return problem
+    return " ".join(str(error).split())

@@ -1,0 +1,3 @@
+"""
+Metadata storage: one SQL store over an L{IDatabase} with SQLite and PostgreSQL backends.
+"""

@@ -1,0 +1,56 @@
+"""
+The database seam: a tiny asynchronous interface that each backend implements.
+
+Store code writes every transaction once, as C{async def body(txn)}, using
+C{?} placeholders in the SQL subset that SQLite and PostgreSQL share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from twisted.internet.defer import Deferred
+from zope.interface import Interface
+
+T = TypeVar("T")
+
+#: A row as the driver returns it.
+Row = tuple[Any, ...]
+#: Query parameters.
+Params = Sequence[object]
+
+
+class Transaction(Protocol):
+    """One open transaction, handed to a transaction body."""
+
+    async def execute(self, sql: str, args: Params = ()) -> list[Row]:
+        """
+        Run one statement; returns its rows (empty for statements without any).
+
+        @raise quayd.errors.Conflict: On an integrity constraint violation.
+        """
+
+
+class IDatabase(Interface):
+    """An asynchronous SQL database (SQLite or PostgreSQL)."""
+
+    dialect: str  # "sqlite" or "postgresql"
+
+    def open() -> Deferred[None]:
+        """Connect; fires when the database can be used."""
+
+    def close() -> Deferred[None]:
+        """Disconnect and release threads or pooled connections."""
+
+    def run_interaction(body: Callable[[Transaction], Awaitable[T]]) -> Deferred[T]:
+        """
+        Run C{body} in one transaction: committed when it returns, rolled back
+        when it raises (the exception then propagates).
+        """
+
+    def execute(sql: str, args: Params = ()) -> Deferred[list[Row]]:
+        """Run one statement in its own transaction; fires with its rows."""
+
+    def run_script(sql: str) -> Deferred[None]:
+        """Run a multi-statement DDL script in one transaction (migrations)."""

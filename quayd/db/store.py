@@ -1,0 +1,329 @@
+"""
+The metadata store: use-case-level operations, each one transaction.
+
+Records returned are frozen; no cursor ever leaves this module. The SQL is the
+subset SQLite and PostgreSQL share, with C{?} placeholders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IReactorTime
+
+from quayd.db.interfaces import IDatabase, Row, Transaction
+from quayd.errors import ManifestBlobUnknown, ManifestUnknown
+from quayd.registry.manifests import ParsedManifest
+from quayd.types import Digest, RepositoryName, Tag
+
+
+class ManifestChildUnknown(ManifestUnknown):
+    """An index or manifest list names a child manifest the repository lacks."""
+
+    status = 400
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlobRecord:
+    """A committed blob as the database knows it."""
+
+    digest: Digest
+    size: int
+    storage_key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadRecord:
+    """An upload session; C{committed_size} bytes of it are durably staged."""
+
+    id: str
+    repository: RepositoryName
+    committed_size: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManifestRecord:
+    """A stored manifest with its exact bytes."""
+
+    digest: Digest
+    media_type: str
+    content: bytes
+    size: int
+    artifact_type: str | None
+    subject: Digest | None
+
+
+def _blob(row: Row) -> BlobRecord:
+    return BlobRecord(digest=Digest.parse(row[0]), size=int(row[1]), storage_key=str(row[2]))
+
+
+def _upload(row: Row) -> UploadRecord:
+    return UploadRecord(
+        id=row[0],
+        repository=RepositoryName(row[1]),
+        committed_size=int(row[2]),
+        created_at=float(row[3]),
+        updated_at=float(row[4]),
+    )
+
+
+def _manifest(row: Row) -> ManifestRecord:
+    return ManifestRecord(
+        digest=Digest.parse(row[0]),
+        media_type=row[1],
+        content=bytes(row[2]),
+        size=int(row[3]),
+        artifact_type=row[4],
+        subject=Digest.parse(row[5]) if row[5] else None,
+    )
+
+
+_MANIFEST_COLUMNS = "digest, media_type, content, size, artifact_type, subject"
+_UPLOAD_COLUMNS = "id, repository, committed_size, created_at, updated_at"
+
+
+class MetadataStore:
+    """
+    Registry metadata over an L{IDatabase}.
+    """
+
+    def __init__(self, database: IDatabase, clock: IReactorTime) -> None:
+        self._db = database
+        self._clock = clock
+
+    async def _ensure_repository(self, txn: Transaction, repo: RepositoryName) -> None:
+        await txn.execute(
+            "INSERT INTO repository (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+            (str(repo), self._clock.seconds()),
+        )
+
+    # Uploads
+
+    async def create_upload(self, repo: RepositoryName, upload_id: str) -> UploadRecord:
+        """Record a new, empty upload session (creating the repository if needed)."""
+        now = self._clock.seconds()
+
+        async def body(txn: Transaction) -> UploadRecord:
+            await self._ensure_repository(txn, repo)
+            rows = await txn.execute(
+                f"INSERT INTO upload ({_UPLOAD_COLUMNS}) VALUES (?, ?, 0, ?, ?) RETURNING {_UPLOAD_COLUMNS}",
+                (upload_id, str(repo), now, now),
+            )
+            return _upload(rows[0])
+
+        return await self._db.run_interaction(body)
+
+    async def get_upload(self, repo: RepositoryName, upload_id: str) -> UploadRecord | None:
+        """Find an upload session of C{repo}."""
+
+        rows = await self._db.execute(
+            f"SELECT {_UPLOAD_COLUMNS} FROM upload WHERE id = ? AND repository = ?", (upload_id, str(repo))
+        )
+        return _upload(rows[0]) if rows else None
+
+    async def advance_upload(self, upload_id: str, expected_size: int, new_size: int) -> bool:
+        """
+        Record that the session's staged bytes now durably reach C{new_size}.
+
+        @return: C{False} if the session is gone or was advanced by someone else.
+        """
+
+        rows = await self._db.execute(
+            "UPDATE upload SET committed_size = ?, updated_at = ? "
+            "WHERE id = ? AND committed_size = ? RETURNING id",
+            (new_size, self._clock.seconds(), upload_id, expected_size),
+        )
+        return bool(rows)
+
+    async def delete_upload(self, upload_id: str) -> bool:
+        """Forget an upload session; C{False} if it did not exist."""
+
+        rows = await self._db.execute("DELETE FROM upload WHERE id = ? RETURNING id", (upload_id,))
+        return bool(rows)
+
+    async def stale_uploads(self, older_than: float) -> list[UploadRecord]:
+        """Upload sessions not touched since C{older_than} (reactor seconds)."""
+
+        rows = await self._db.execute(
+            f"SELECT {_UPLOAD_COLUMNS} FROM upload WHERE updated_at < ? ORDER BY updated_at", (older_than,)
+        )
+        return [_upload(r) for r in rows]
+
+    # Blobs
+
+    async def commit_blob(
+        self,
+        repo: RepositoryName,
+        digest: Digest,
+        size: int,
+        storage_key: str,
+        upload_id: str | None = None,
+    ) -> BlobRecord:
+        """
+        Record a committed blob, link it to C{repo} and end the upload session.
+
+        If the blob was already known, the existing record wins (its storage
+        key stays).
+        """
+        now = self._clock.seconds()
+
+        async def body(txn: Transaction) -> BlobRecord:
+            await self._ensure_repository(txn, repo)
+            await txn.execute(
+                "INSERT INTO blob (digest, size, storage_key, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (digest) DO NOTHING",
+                (str(digest), size, storage_key, now),
+            )
+            await txn.execute(
+                "INSERT INTO repository_blob (repository, digest, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (repository, digest) DO NOTHING",
+                (str(repo), str(digest), now),
+            )
+            if upload_id is not None:
+                await txn.execute("DELETE FROM upload WHERE id = ?", (upload_id,))
+            rows = await txn.execute(
+                "SELECT digest, size, storage_key FROM blob WHERE digest = ?", (str(digest),)
+            )
+            return _blob(rows[0])
+
+        return await self._db.run_interaction(body)
+
+    async def stat_blob(self, repo: RepositoryName, digest: Digest) -> BlobRecord | None:
+        """A blob linked to C{repo}, or C{None}."""
+
+        rows = await self._db.execute(
+            "SELECT b.digest, b.size, b.storage_key FROM repository_blob rb "
+            "JOIN blob b ON b.digest = rb.digest WHERE rb.repository = ? AND rb.digest = ?",
+            (str(repo), str(digest)),
+        )
+        return _blob(rows[0]) if rows else None
+
+    async def find_blob(self, digest: Digest) -> BlobRecord | None:
+        """A committed blob in any repository, or C{None}."""
+
+        rows = await self._db.execute(
+            "SELECT digest, size, storage_key FROM blob WHERE digest = ?", (str(digest),)
+        )
+        return _blob(rows[0]) if rows else None
+
+    # Manifests and tags
+
+    async def put_manifest(
+        self, repo: RepositoryName, manifest: ParsedManifest, content: bytes, tag: Tag | None
+    ) -> None:
+        """
+        Store a manifest and move C{tag} to it, in one transaction.
+
+        @raise ManifestBlobUnknown: If a referenced blob is not linked to C{repo}.
+        @raise ManifestChildUnknown: If a referenced child manifest is not in C{repo}.
+        """
+        now = self._clock.seconds()
+        digest = str(manifest.digest)
+        name = str(repo)
+
+        async def body(txn: Transaction) -> None:
+            await self._ensure_repository(txn, repo)
+            for blob in dict.fromkeys(manifest.required_blobs):
+                rows = await txn.execute(
+                    "SELECT 1 FROM repository_blob WHERE repository = ? AND digest = ?", (name, str(blob))
+                )
+                if not rows:
+                    raise ManifestBlobUnknown(
+                        f"blob {blob} is not in repository {name}", detail={"digest": str(blob)}
+                    )
+            for child in dict.fromkeys(manifest.required_manifests):
+                rows = await txn.execute(
+                    "SELECT 1 FROM manifest WHERE repository = ? AND digest = ?", (name, str(child))
+                )
+                if not rows:
+                    raise ManifestChildUnknown(
+                        f"manifest {child} is not in repository {name}", detail={"digest": str(child)}
+                    )
+            inserted = await txn.execute(
+                "INSERT INTO manifest (repository, digest, media_type, content, size, artifact_type, "
+                "subject, config_digest, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (repository, digest) DO NOTHING RETURNING digest",
+                (
+                    name,
+                    digest,
+                    manifest.media_type,
+                    content,
+                    len(content),
+                    manifest.artifact_type,
+                    str(manifest.subject.digest) if manifest.subject is not None else None,
+                    str(manifest.config.digest) if manifest.config is not None else None,
+                    now,
+                ),
+            )
+            if inserted:
+                for blob in dict.fromkeys(manifest.required_blobs):
+                    await txn.execute(
+                        "INSERT INTO manifest_blob (repository, manifest_digest, blob_digest) "
+                        "VALUES (?, ?, ?)",
+                        (name, digest, str(blob)),
+                    )
+                for child in dict.fromkeys(manifest.required_manifests):
+                    await txn.execute(
+                        "INSERT INTO manifest_child (repository, parent_digest, child_digest) "
+                        "VALUES (?, ?, ?)",
+                        (name, digest, str(child)),
+                    )
+            if tag is not None:
+                await txn.execute(
+                    "INSERT INTO tag (repository, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (repository, name) DO UPDATE SET "
+                    "manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
+                    (name, str(tag), digest, now),
+                )
+
+        await self._db.run_interaction(body)
+
+    async def get_manifest_by_digest(self, repo: RepositoryName, digest: Digest) -> ManifestRecord | None:
+        """The manifest with C{digest} in C{repo}, or C{None}."""
+
+        rows = await self._db.execute(
+            f"SELECT {_MANIFEST_COLUMNS} FROM manifest WHERE repository = ? AND digest = ?",
+            (str(repo), str(digest)),
+        )
+        return _manifest(rows[0]) if rows else None
+
+    async def get_manifest_by_tag(self, repo: RepositoryName, tag: Tag) -> ManifestRecord | None:
+        """The manifest C{tag} points to in C{repo}, or C{None}."""
+
+        rows = await self._db.execute(
+            "SELECT m.digest, m.media_type, m.content, m.size, m.artifact_type, m.subject "
+            "FROM tag t JOIN manifest m ON m.repository = t.repository AND m.digest = t.manifest_digest "
+            "WHERE t.repository = ? AND t.name = ?",
+            (str(repo), str(tag)),
+        )
+        return _manifest(rows[0]) if rows else None
+
+    async def repository_exists(self, repo: RepositoryName) -> bool:
+        """Whether C{repo} is known."""
+
+        rows = await self._db.execute("SELECT 1 FROM repository WHERE name = ?", (str(repo),))
+        return bool(rows)
+
+    async def list_tags(
+        self, repo: RepositoryName, last: str | None = None, n: int | None = None
+    ) -> list[str]:
+        """
+        Tags of C{repo} in lexical order, after C{last}, at most C{n}.
+        """
+
+        async def body(txn: Transaction) -> list[str]:
+            sql = "SELECT name FROM tag WHERE repository = ?"
+            args: list[object] = [str(repo)]
+            if last is not None:
+                sql += " AND name > ?"
+                args.append(last)
+            sql += " ORDER BY name"
+            if n is not None:
+                sql += " LIMIT ?"
+                args.append(n)
+            rows = await txn.execute(sql, args)
+            return [r[0] for r in rows]
+
+        return await self._db.run_interaction(body)

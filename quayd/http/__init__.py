@@ -1,0 +1,3 @@
+"""
+HTTP plumbing: the streaming request, the site, and the one error renderer.
+"""

@@ -1,0 +1,419 @@
+"""
+The registry HTTP API (OCI distribution / Docker Registry API v2) as a Klein app.
+
+Handlers are thin: parse the path into value types, authorize through the one
+seam, make one service call, render.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import cast
+from urllib.parse import urlencode
+
+from klein import Klein
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
+from werkzeug.exceptions import NotFound as WerkzeugNotFound
+
+from quayd.auth.policy import Action, OpenAccess
+from quayd.db.store import MetadataStore
+from quayd.errors import (
+    BlobUnknown,
+    BlobUploadInvalid,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    RangeInvalid,
+    RegistryError,
+    TooLarge,
+    Unsupported,
+)
+from quayd.http.errors import MethodNotAllowed, NotFoundRoute, render_error
+from quayd.registry.blobs import BlobProducer
+from quayd.registry.manifests import parse_manifest
+from quayd.registry.uploads import (
+    OpenUpload,
+    UploadBodySink,
+    UploadService,
+    UploadSinkFactory,
+    range_header,
+    session_location,
+)
+from quayd.storage.interfaces import IBlobStore
+from quayd.types import ByteRange, Digest, Reference, RepositoryName
+
+API_VERSION_HEADER = (b"Docker-Distribution-API-Version", [b"registry/2.0"])
+#: Largest C{n} honoured on list endpoints.
+MAX_PAGE = 10000
+
+
+def _arg(request: IRequest, name: str) -> str | None:
+    values = request.args.get(name.encode())
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def _set(request: IRequest, name: str, value: str) -> None:
+    request.responseHeaders.setRawHeaders(name.encode("latin-1"), [value.encode("latin-1")])
+
+
+def _json(request: IRequest, document: object, status: int = 200) -> bytes:
+    body = json.dumps(document, separators=(",", ":")).encode()
+    request.setResponseCode(status)
+    _set(request, "Content-Type", "application/json; charset=utf-8")
+    _set(request, "Content-Length", str(len(body)))
+    return body
+
+
+class _HeaderProducer:
+    """Stand-in producer for bodies that were buffered rather than streamed."""
+
+    def pauseProducing(self) -> None:
+        """Nothing to pause: the body is already in memory."""
+
+    def resumeProducing(self) -> None:
+        """Nothing to resume."""
+
+    def stopProducing(self) -> None:
+        """Nothing to stop."""
+
+
+class RegistryApp:
+    """
+    The C{/v2} routes.
+    """
+
+    app = Klein()
+
+    def __init__(
+        self,
+        *,
+        store: MetadataStore,
+        blobs: IBlobStore,
+        uploads: UploadService,
+        authorizer: OpenAccess,
+        max_manifest_bytes: int,
+    ) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._uploads = uploads
+        self._authorizer = authorizer
+        self._max_manifest_bytes = max_manifest_bytes
+        self.sink_factory = UploadSinkFactory(uploads, authorizer)
+
+    # Errors
+
+    @app.handle_errors(WerkzeugNotFound)
+    def not_found(self, request: IRequest, failure: Failure) -> bytes:
+        """Unknown paths answer with a JSON error."""
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        return render_error(request, Failure(NotFoundRoute(f"no route for {request.path[:200]!r}")))
+
+    @app.handle_errors(WerkzeugMethodNotAllowed)
+    def not_allowed(self, request: IRequest, failure: Failure) -> bytes:
+        """Known paths with the wrong method answer 405."""
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        return render_error(request, Failure(MethodNotAllowed()))
+
+    @app.handle_errors(Exception)
+    def error(self, request: IRequest, failure: Failure) -> bytes:
+        """Every other failure goes through the one renderer."""
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        return render_error(request, failure)
+
+    # Base
+
+    @app.route("/v2/", methods=["GET", "HEAD"])
+    async def base(self, request: IRequest) -> bytes:
+        """The API version check clients start with."""
+        await self._authorizer.authenticate(request.requestHeaders)
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        return _json(request, {})
+
+    # Blobs
+
+    @app.route("/v2/<path:name>/blobs/<digest>", methods=["GET", "HEAD"])
+    async def get_blob(self, request: IRequest, name: str, digest: str) -> bytes | None:
+        """Serve a blob (HEAD, GET, single Range, If-None-Match)."""
+        repo = RepositoryName.parse(name)
+        blob_digest = Digest.parse(digest)
+        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL}))
+        record = await self._store.stat_blob(repo, blob_digest)
+        if record is None:
+            raise BlobUnknown(f"blob {blob_digest} is not in {repo}", detail={"digest": str(blob_digest)})
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        _set(request, "Docker-Content-Digest", str(blob_digest))
+        _set(request, "ETag", f'"{blob_digest}"')
+        _set(request, "Accept-Ranges", "bytes")
+        _set(request, "Cache-Control", "max-age=31536000")
+        if request.method == b"HEAD":
+            _set(request, "Content-Type", "application/octet-stream")
+            _set(request, "Content-Length", str(record.size))
+            return b""
+        inm = request.getHeader(b"if-none-match")
+        if inm is not None and f'"{blob_digest}"' in {v.strip() for v in inm.decode("latin-1").split(",")}:
+            request.setResponseCode(304)
+            return b""
+        reader = await self._blobs.open(record.storage_key)
+        offset, length = 0, reader.size
+        range_value = request.getHeader(b"range")
+        if range_value is not None:
+            try:
+                resolved = ByteRange.parse_request_range(range_value.decode("latin-1")).resolve(reader.size)
+            except RangeInvalid:
+                resolved = None
+            if resolved is None:
+                reader.close()
+                raise RangeInvalid(
+                    "requested range not satisfiable", headers={"Content-Range": f"bytes */{reader.size}"}
+                )
+            offset, length = resolved
+            request.setResponseCode(206)
+            _set(request, "Content-Range", f"bytes {offset}-{offset + length - 1}/{reader.size}")
+        _set(request, "Content-Type", "application/octet-stream")
+        _set(request, "Content-Length", str(length))
+        if length == 0:
+            reader.close()
+            return b""
+        await BlobProducer(cast(Request, request), reader, offset, length).start()
+        return None
+
+    # Uploads
+
+    @app.route("/v2/<path:name>/blobs/uploads/", methods=["POST"])
+    async def start_upload(self, request: IRequest, name: str) -> bytes:
+        """Start an upload session, mount a blob, or take a monolithic upload."""
+        repo = RepositoryName.parse(name)
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        digest_arg = _arg(request, "digest")
+        if digest_arg is not None:
+            digest = Digest.parse(digest_arg)
+            upload = await self._streamed_body(request, repo)
+            try:
+                blob = await self._uploads.complete(upload, digest)
+            finally:
+                self._uploads.release(upload.record.id)
+            return self._created(request, repo, blob.digest)
+        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL, Action.PUSH}))
+        mount = _arg(request, "mount")
+        if mount is not None:
+            mounted = await self._mount(
+                request.requestHeaders, repo, Digest.parse(mount), _arg(request, "from")
+            )
+            if mounted:
+                return self._created(request, repo, Digest.parse(mount))
+        record = await self._uploads.start(repo)
+        return self._accepted(request, repo, record.id, 0)
+
+    @app.route("/v2/<path:name>/blobs/uploads", methods=["POST"])
+    async def start_upload_no_slash(self, request: IRequest, name: str) -> bytes:
+        """The same as L{start_upload}, without the trailing slash."""
+        return await self.start_upload(request, name)
+
+    async def _mount(
+        self, headers: Headers, repo: RepositoryName, digest: Digest, source: str | None
+    ) -> bool:
+        if source is None:
+            return False
+        source_repo = RepositoryName.parse(source)
+        await self._authorizer.authorize(headers, source_repo, frozenset({Action.PULL}))
+        record = await self._store.stat_blob(source_repo, digest)
+        if record is None:
+            return False
+        await self._store.commit_blob(repo, digest, record.size, record.storage_key)
+        return True
+
+    def _created(self, request: IRequest, repo: RepositoryName, digest: Digest) -> bytes:
+        request.setResponseCode(201)
+        _set(request, "Location", f"/v2/{repo}/blobs/{digest}")
+        _set(request, "Docker-Content-Digest", str(digest))
+        _set(request, "Content-Length", "0")
+        return b""
+
+    def _accepted(self, request: IRequest, repo: RepositoryName, upload_id: str, size: int) -> bytes:
+        request.setResponseCode(202)
+        _set(request, "Location", session_location(repo, upload_id))
+        _set(request, "Docker-Upload-UUID", upload_id)
+        _set(request, "Range", range_header(size))
+        _set(request, "Content-Length", "0")
+        return b""
+
+    async def _streamed_body(self, request: IRequest, repo: RepositoryName) -> OpenUpload:
+        """
+        The upload the request's body was streamed into.
+
+        Bodies that were buffered instead (for example over HTTP/2) are fed
+        through the same sink here.
+        """
+        sink = getattr(request, "body_sink", None)
+        if not isinstance(sink, UploadBodySink):
+            factory_sink = self.sink_factory(
+                request.method,
+                request.uri,
+                request.requestHeaders,
+                None,
+                _HeaderProducer(),  # type: ignore[arg-type]  # structural IPushProducer
+            )
+            if factory_sink is None:
+                raise BlobUploadInvalid("request body could not be attached to an upload")
+            sink = factory_sink
+            request.content.seek(0)
+            while chunk := request.content.read(1 << 20):
+                sink.write(chunk)
+            sink.finish()
+        return await sink.result
+
+    @app.route("/v2/<path:name>/blobs/uploads/<upload_id>", methods=["PATCH"])
+    async def patch_upload(self, request: IRequest, name: str, upload_id: str) -> bytes:
+        """Append a chunk (or the whole stream) to an upload session."""
+        repo = RepositoryName.parse(name)
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        upload = await self._streamed_body(request, repo)
+        try:
+            record = await self._uploads.checkpoint(upload)
+        finally:
+            self._uploads.release(upload.record.id)
+        return self._accepted(request, repo, record.id, record.committed_size)
+
+    @app.route("/v2/<path:name>/blobs/uploads/<upload_id>", methods=["PUT"])
+    async def put_upload(self, request: IRequest, name: str, upload_id: str) -> bytes:
+        """Finish an upload session (with or without a final chunk)."""
+        repo = RepositoryName.parse(name)
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        digest_arg = _arg(request, "digest")
+        upload = await self._streamed_body(request, repo)
+        try:
+            if digest_arg is None:
+                raise BlobUploadInvalid("the digest query parameter is required to finish an upload")
+            digest = Digest.parse(digest_arg)
+            record = await self._uploads.complete(upload, digest)
+        except BaseException:
+            await self._uploads.forget_writer(upload.record.id)
+            raise
+        finally:
+            self._uploads.release(upload.record.id)
+        return self._created(request, repo, record.digest)
+
+    @app.route("/v2/<path:name>/blobs/uploads/<upload_id>", methods=["GET"])
+    async def upload_status(self, request: IRequest, name: str, upload_id: str) -> bytes:
+        """Report how much of an upload session has been received."""
+        repo = RepositoryName.parse(name)
+        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL, Action.PUSH}))
+        record = await self._uploads.status(repo, upload_id)
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        self._accepted(request, repo, record.id, record.committed_size)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/v2/<path:name>/blobs/uploads/<upload_id>", methods=["DELETE"])
+    async def cancel_upload(self, request: IRequest, name: str, upload_id: str) -> bytes:
+        """Cancel an upload session."""
+        repo = RepositoryName.parse(name)
+        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL, Action.PUSH}))
+        await self._uploads.cancel(repo, upload_id)
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        request.setResponseCode(204)
+        return b""
+
+    # Manifests
+
+    @app.route("/v2/<path:name>/manifests/<reference>", methods=["GET", "HEAD"])
+    async def get_manifest(self, request: IRequest, name: str, reference: str) -> bytes:
+        """Serve a manifest's exact bytes by tag or digest."""
+        repo = RepositoryName.parse(name)
+        ref = Reference.parse(reference)
+        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL}))
+        if ref.digest is not None:
+            record = await self._store.get_manifest_by_digest(repo, ref.digest)
+        else:
+            assert ref.tag is not None
+            record = await self._store.get_manifest_by_tag(repo, ref.tag)
+        if record is None:
+            raise ManifestUnknown(f"manifest {ref} is not in {repo}", detail={"reference": str(ref)})
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        _set(request, "Content-Type", record.media_type)
+        _set(request, "Content-Length", str(record.size))
+        _set(request, "Docker-Content-Digest", str(record.digest))
+        _set(request, "ETag", f'"{record.digest}"')
+        if request.method == b"HEAD":
+            return b""
+        return record.content
+
+    @app.route("/v2/<path:name>/manifests/<reference>", methods=["PUT"])
+    async def put_manifest(self, request: IRequest, name: str, reference: str) -> bytes:
+        """Store a manifest and, for a tag reference, point the tag at it."""
+        repo = RepositoryName.parse(name)
+        ref = Reference.parse(reference)
+        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL, Action.PUSH}))
+        if getattr(request, "body_too_large", False):
+            raise TooLarge(f"manifest exceeds {self._max_manifest_bytes} bytes")
+        content = request.content.read(self._max_manifest_bytes + 1)
+        if len(content) > self._max_manifest_bytes:
+            raise TooLarge(f"manifest exceeds {self._max_manifest_bytes} bytes")
+        content_type = request.getHeader(b"content-type")
+        manifest = parse_manifest(content, content_type.decode("latin-1") if content_type else None)
+        if ref.digest is not None and ref.digest != manifest.digest:
+            if ref.digest.algorithm != manifest.digest.algorithm:
+                raise Unsupported(f"manifests are addressed by sha256, not {ref.digest.algorithm}")
+            raise ManifestInvalid(
+                f"manifest digest {manifest.digest} does not match reference {ref.digest}",
+                detail={"expected": str(ref.digest), "actual": str(manifest.digest)},
+            )
+        await self._store.put_manifest(repo, manifest, content, ref.tag)
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        request.setResponseCode(201)
+        _set(request, "Location", f"/v2/{repo}/manifests/{manifest.digest}")
+        _set(request, "Docker-Content-Digest", str(manifest.digest))
+        _set(request, "Content-Length", "0")
+        if manifest.subject is not None:
+            _set(request, "OCI-Subject", str(manifest.subject.digest))
+        return b""
+
+    # Tags
+
+    @app.route("/v2/<path:name>/tags/list", methods=["GET"])
+    async def list_tags(self, request: IRequest, name: str) -> bytes:
+        """List tags in lexical order, with C{n}/C{last} pagination and a C{Link} header."""
+        repo = RepositoryName.parse(name)
+        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL}))
+        if not await self._store.repository_exists(repo):
+            raise NameUnknown(f"repository {repo} is not known", detail={"name": str(repo)})
+        n, last = _page(request)
+        tags = [] if n == 0 else await self._store.list_tags(repo, last, None if n is None else n + 1)
+        more = n is not None and len(tags) > n
+        tags = tags[:n] if n is not None else tags
+        if more:
+            query = urlencode({"n": n, "last": tags[-1]})
+            _set(request, "Link", f'</v2/{repo}/tags/list?{query}>; rel="next"')
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        return _json(request, {"name": str(repo), "tags": tags})
+
+    def resource(self) -> object:
+        """The twisted.web resource serving these routes."""
+        return self.app.resource()
+
+
+def _page(request: IRequest) -> tuple[int | None, str | None]:
+    """
+    Parse C{n} and C{last}.
+
+    @raise RegistryError: 400 C{PAGINATION_NUMBER_INVALID} for a malformed C{n}.
+    """
+    n_arg = _arg(request, "n")
+    n: int | None = None
+    if n_arg is not None:
+        if not n_arg.isdigit():
+            raise PaginationNumberInvalid(f"invalid n {n_arg[:50]!r}")
+        n = min(int(n_arg), MAX_PAGE)
+    return n, _arg(request, "last")
+
+
+class PaginationNumberInvalid(RegistryError):
+    """The C{n} parameter is not a non-negative integer."""
+
+    code = "PAGINATION_NUMBER_INVALID"
+    status = 400
+    default_message = "invalid number of results requested"

@@ -1,0 +1,114 @@
+"""
+Composition of the daemon's service tree; no logic beyond wiring.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.logger import Logger
+
+from quayd.auth.policy import OpenAccess
+from quayd.blocking import ThreadPoolService
+from quayd.config import Config
+from quayd.db.migrations import migrate
+from quayd.db.sqlite import SQLiteDatabase
+from quayd.db.store import MetadataStore
+from quayd.http.site import QuaydSite
+from quayd.maintenance import UploadJanitor
+from quayd.registry.app import RegistryApp
+from quayd.registry.uploads import UploadLimits, UploadService
+from quayd.storage.filesystem import FilesystemBlobStore
+
+_log = Logger()
+
+
+class QuaydService(MultiService):
+    """
+    The daemon: opens the database, migrates it, then starts the listeners.
+
+    Children are started only once the store is ready, so no request ever
+    reaches an unmigrated database. If opening fails, the reactor stops.
+    """
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted's base method is unannotated
+        self._config = config
+        self._reactor = reactor
+        self._pool = ThreadPoolService(reactor)
+        assert config.database.path is not None
+        self.database = SQLiteDatabase(config.database.path, reactor)
+        self.ready: Deferred[None] = Deferred()
+
+    def _build(self) -> None:
+        config = self._config
+        store = MetadataStore(self.database, self._reactor)
+        blobs = FilesystemBlobStore(config.storage.path, self._pool)
+        limits = UploadLimits(
+            max_blob_bytes=config.registry.max_blob_bytes, max_chunk_bytes=config.registry.max_chunk_bytes
+        )
+        uploads = UploadService(store, blobs, limits)
+        registry = RegistryApp(
+            store=store,
+            blobs=blobs,
+            uploads=uploads,
+            authorizer=OpenAccess(),
+            max_manifest_bytes=config.registry.max_manifest_bytes,
+        )
+        site = QuaydSite(
+            registry.app.resource(),
+            body_sink_factory=registry.sink_factory,
+            max_buffered_body=config.registry.max_manifest_bytes,
+        )
+        interval = min(600.0, max(1.0, config.registry.upload_expiry / 4))
+        UploadJanitor(uploads, self._reactor, config.registry.upload_expiry, interval).setServiceParent(self)  # type: ignore[no-untyped-call]  # Twisted's base method is unannotated
+        for description in config.server.listen:
+            listener = strports.service(description, site, reactor=self._reactor)
+            listener.setName(f"listen:{description}")
+            listener.setServiceParent(self)
+
+    def startService(self) -> None:
+        """Start the pool, open and migrate the database, then the rest."""
+        self._pool.startService()
+        self.running = 1
+        Deferred.fromCoroutine(self._start()).addErrback(self._failed)
+
+    async def _start(self) -> None:
+        self._config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.database.open()
+        version = await migrate(self.database)
+        _log.info("database ready at schema version {version}", version=version)
+        self._build()
+        for child in self:
+            child.startService()
+        _log.info(
+            "quayd serving {base_url} on {listen}",
+            base_url=self._config.server.base_url,
+            listen=", ".join(self._config.server.listen),
+        )
+        self.ready.callback(None)
+
+    def _failed(self, failure: Any) -> None:
+        _log.failure("quayd failed to start", failure)
+        if self._reactor.running:
+            self._reactor.stop()
+
+    def stopService(self) -> Deferred[None]:
+        """Stop listeners and housekeeping, then close the database and pool."""
+
+        async def stop() -> None:
+            stopping = [d for d in (s.stopService() for s in reversed(list(self))) if isinstance(d, Deferred)]
+            await DeferredList(stopping)
+            self.running = 0
+            await self.database.close()
+            self._pool.stopService()
+
+        return Deferred.fromCoroutine(stop())
+
+
+def build_service(config: Config, reactor: Any) -> IService:
+    """The root service for C{config}."""
+    return QuaydService(config, reactor)

@@ -1,0 +1,3 @@
+"""
+Blob storage behind the L{IBlobStore} seam.
+"""

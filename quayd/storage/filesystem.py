@@ -1,0 +1,231 @@
+"""
+The default blob store: content-addressed files on the local filesystem.
+
+Layout under the root::
+
+    sha256/ab/<hex>     committed blobs (storage key C{sha256/ab/<hex>})
+    uploads/<id>        staged upload data
+
+A commit fsyncs the staged file, renames it into place and fsyncs the
+directory, so a crash never leaves a partial blob under a committed name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import BinaryIO
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from quayd.blocking import BlockingRunner
+from quayd.errors import BlobUnknown, BlobUploadUnknown, DigestInvalid
+from quayd.storage.interfaces import IBlobReader, IBlobStore, IBlobWriter
+from quayd.types import Digest
+
+_log = Logger()
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+_KEY = re.compile(r"sha256/[0-9a-f]{2}/[0-9a-f]{64}")
+_REHASH_CHUNK = 1 << 20
+
+
+def storage_key_for(digest: Digest) -> str:
+    """The filesystem store's key for a sha256 digest."""
+    return f"{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@implementer(IBlobReader)
+class FilesystemBlobReader:
+    """A committed blob file, read with C{pread} in small chunks."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd: int | None = fd
+        self.size = size
+
+    def read(self, offset: int, length: int) -> Deferred[bytes]:
+        """Read a chunk (a small C{pread} of a local file, allowed on the reactor)."""
+        if self._fd is None:
+            raise ValueError("reader is closed")
+        return succeed(os.pread(self._fd, length, offset))
+
+    def direct_url(self) -> str | None:
+        """Local files are always served by quayd itself."""
+        return None
+
+    def close(self) -> None:
+        """Close the file descriptor once."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+@implementer(IBlobWriter)
+class FilesystemBlobWriter:
+    """Appends to a staged file and hashes as it goes, in the blocking runner."""
+
+    def __init__(
+        self, store: FilesystemBlobStore, upload_id: str, handle: BinaryIO, hasher: hashlib._Hash, size: int
+    ) -> None:
+        self.upload_id = upload_id
+        self.size = size
+        self._store = store
+        self._handle = handle
+        self._hasher = hasher
+
+    def _append(self, chunks: list[bytes]) -> int:
+        written = 0
+        for chunk in chunks:
+            self._hasher.update(chunk)
+            self._handle.write(chunk)
+            written += len(chunk)
+        return written
+
+    def write(self, chunks: list[bytes]) -> Deferred[int]:
+        """Hash and append C{chunks} in the blocking runner."""
+
+        def done(written: int) -> int:
+            self.size += written
+            return written
+
+        return self._store._run(self._append, chunks).addCallback(done)
+
+    def _sync(self) -> int:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        return self.size
+
+    def sync(self) -> Deferred[int]:
+        """Flush and fsync the staged file."""
+        return self._store._run(self._sync)
+
+    def digest(self) -> Digest:
+        """The sha256 of what has been written."""
+        return Digest("sha256", self._hasher.hexdigest())
+
+    def commit(self, expected: Digest) -> Deferred[str]:
+        """Verify, fsync and rename the staged file into the content-addressed tree."""
+        return self._store._run(self._commit, expected)
+
+    def _commit(self, expected: Digest) -> str:
+        actual = self.digest()
+        staged = self._store._upload_path(self.upload_id)
+        if expected != actual:
+            self._handle.close()
+            staged.unlink(missing_ok=True)
+            raise DigestInvalid(
+                f"digest {expected} does not match uploaded content ({actual})",
+                detail={"expected": str(expected), "actual": str(actual)},
+            )
+        key = storage_key_for(actual)
+        target = self._store._blob_path(key)
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        if target.exists():
+            staged.unlink(missing_ok=True)
+            return key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+        _fsync_directory(target.parent)
+        return key
+
+    def close(self) -> Deferred[None]:
+        """Close the staged file, keeping its bytes."""
+        return self._store._run(self._handle.close)
+
+
+@implementer(IBlobStore)
+class FilesystemBlobStore:
+    """
+    Content-addressed blobs under C{root}.
+    """
+
+    def __init__(self, root: Path, run_blocking: BlockingRunner) -> None:
+        self._root = root
+        self._run = run_blocking
+        (root / "uploads").mkdir(parents=True, exist_ok=True)
+        (root / "sha256").mkdir(parents=True, exist_ok=True)
+
+    def _blob_path(self, key: str) -> Path:
+        if not _KEY.fullmatch(key):
+            raise BlobUnknown(f"invalid storage key {key!r}")
+        return self._root / key
+
+    def _upload_path(self, upload_id: str) -> Path:
+        if not _UPLOAD_ID.fullmatch(upload_id):
+            raise BlobUploadUnknown("invalid upload id")
+        return self._root / "uploads" / upload_id
+
+    def open(self, storage_key: str) -> Deferred[IBlobReader]:
+        """Open a committed blob file."""
+
+        def open_() -> IBlobReader:
+            try:
+                fd = os.open(self._blob_path(storage_key), os.O_RDONLY)
+            except FileNotFoundError:
+                raise BlobUnknown(f"blob data missing for {storage_key}") from None
+            return FilesystemBlobReader(fd, os.fstat(fd).st_size)
+
+        return self._run(open_)
+
+    def exists(self, storage_key: str) -> Deferred[bool]:
+        """Whether the blob file exists."""
+        return self._run(self._blob_path(storage_key).is_file)
+
+    def begin_upload(self, upload_id: str) -> Deferred[IBlobWriter]:
+        """Create an empty staged file."""
+
+        def begin() -> IBlobWriter:
+            handle = open(self._upload_path(upload_id), "xb")  # noqa: SIM115 - owned by the writer
+            return FilesystemBlobWriter(self, upload_id, handle, hashlib.sha256(), 0)
+
+        return self._run(begin)
+
+    def resume_upload(self, upload_id: str, committed_size: int) -> Deferred[IBlobWriter]:
+        """Reopen a staged file, truncate past C{committed_size}, rebuild the hash."""
+
+        def resume() -> IBlobWriter:
+            path = self._upload_path(upload_id)
+            try:
+                handle = open(path, "r+b")  # noqa: SIM115 - owned by the writer
+            except FileNotFoundError:
+                raise BlobUploadUnknown(f"staged data of upload {upload_id} is missing") from None
+            try:
+                if os.fstat(handle.fileno()).st_size < committed_size:
+                    raise BlobUploadUnknown(f"staged data of upload {upload_id} is incomplete")
+                hasher = hashlib.sha256()
+                remaining = committed_size
+                while remaining:
+                    chunk = handle.read(min(_REHASH_CHUNK, remaining))
+                    if not chunk:
+                        raise BlobUploadUnknown(f"staged data of upload {upload_id} is incomplete")
+                    hasher.update(chunk)
+                    remaining -= len(chunk)
+                handle.truncate(committed_size)
+                handle.seek(committed_size)
+            except BaseException:
+                handle.close()
+                raise
+            return FilesystemBlobWriter(self, upload_id, handle, hasher, committed_size)
+
+        return self._run(resume)
+
+    def delete_upload(self, upload_id: str) -> Deferred[None]:
+        """Remove a staged file."""
+        return self._run(self._upload_path(upload_id).unlink, missing_ok=True)
+
+    def delete(self, storage_key: str) -> Deferred[None]:
+        """Remove a committed blob file."""
+        return self._run(self._blob_path(storage_key).unlink, missing_ok=True)

@@ -1,0 +1,3 @@
+"""
+The quayd test suite.
+"""

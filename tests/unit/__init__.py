@@ -1,0 +1,3 @@
+"""
+Unit tests, mirroring the layout of C{quayd}.
+"""
