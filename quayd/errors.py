@@ -181,3 +181,19 @@ class Unavailable(RegistryError):
 
 class Conflict(Exception):
     """A database integrity constraint was violated (both backends map to this)."""
+
+
+class ManifestReferenced(RegistryError):
+    """A manifest cannot be deleted while an index in the repository lists it."""
+
+    code = "DENIED"
+    status = 409
+    default_message = "manifest is referenced by an index; delete the index first"
+
+
+class BlobReferenced(RegistryError):
+    """A blob cannot be unlinked while a manifest in the repository uses it."""
+
+    code = "DENIED"
+    status = 409
+    default_message = "blob is referenced by a manifest; delete the manifest first"

@@ -57,6 +57,8 @@ class QuaydService(MultiService):
             uploads=uploads,
             authorizer=OpenAccess(),
             max_manifest_bytes=config.registry.max_manifest_bytes,
+            delete_enabled=config.registry.delete_enabled,
+            auto_mount=config.registry.auto_mount,
         )
         site = QuaydSite(
             registry.app.resource(),

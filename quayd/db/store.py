@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from twisted.internet.interfaces import IReactorTime
 
 from quayd.db.interfaces import IDatabase, Row, Transaction
-from quayd.errors import ManifestBlobUnknown, ManifestUnknown
+from quayd.errors import BlobReferenced, ManifestBlobUnknown, ManifestReferenced, ManifestUnknown
 from quayd.registry.manifests import ParsedManifest
 from quayd.types import Digest, RepositoryName, Tag
 
@@ -150,6 +150,16 @@ class MetadataStore:
             f"SELECT {_UPLOAD_COLUMNS} FROM upload WHERE updated_at < ? ORDER BY updated_at", (older_than,)
         )
         return [_upload(r) for r in rows]
+
+    async def existing_uploads(self, upload_ids: list[str]) -> set[str]:
+        """Which of C{upload_ids} have a session row."""
+        found: set[str] = set()
+        for start in range(0, len(upload_ids), 500):
+            batch = upload_ids[start : start + 500]
+            marks = ", ".join("?" for _ in batch)
+            rows = await self._db.execute(f"SELECT id FROM upload WHERE id IN ({marks})", batch)
+            found.update(r[0] for r in rows)
+        return found
 
     # Blobs
 
@@ -325,5 +335,100 @@ class MetadataStore:
                 args.append(n)
             rows = await txn.execute(sql, args)
             return [r[0] for r in rows]
+
+        return await self._db.run_interaction(body)
+
+    async def list_repositories(self, last: str | None = None, n: int | None = None) -> list[str]:
+        """Repository names in lexical order, after C{last}, at most C{n}."""
+        sql = "SELECT name FROM repository"
+        args: list[object] = []
+        if last is not None:
+            sql += " WHERE name > ?"
+            args.append(last)
+        sql += " ORDER BY name"
+        if n is not None:
+            sql += " LIMIT ?"
+            args.append(n)
+        rows = await self._db.execute(sql, args)
+        return [r[0] for r in rows]
+
+    async def repositories_with_blob(self, digest: Digest, limit: int = 20) -> list[RepositoryName]:
+        """Some repositories the blob C{digest} is linked to."""
+        rows = await self._db.execute(
+            "SELECT repository FROM repository_blob WHERE digest = ? ORDER BY repository LIMIT ?",
+            (str(digest), limit),
+        )
+        return [RepositoryName(r[0]) for r in rows]
+
+    async def referrers(self, repo: RepositoryName, subject: Digest) -> list[ManifestRecord]:
+        """Manifests of C{repo} whose C{subject} is C{subject}, oldest first."""
+        rows = await self._db.execute(
+            f"SELECT {_MANIFEST_COLUMNS} FROM manifest WHERE repository = ? AND subject = ? "
+            "ORDER BY created_at, digest",
+            (str(repo), str(subject)),
+        )
+        return [_manifest(r) for r in rows]
+
+    async def delete_manifest(self, repo: RepositoryName, digest: Digest) -> bool:
+        """
+        Delete a manifest and every tag pointing at it.
+
+        @return: C{False} if there was no such manifest.
+        @raise ManifestReferenced: If an index in C{repo} still lists it.
+        """
+        name = str(repo)
+
+        async def body(txn: Transaction) -> bool:
+            parents = await txn.execute(
+                "SELECT parent_digest FROM manifest_child WHERE repository = ? AND child_digest = ? LIMIT 1",
+                (name, str(digest)),
+            )
+            if parents:
+                raise ManifestReferenced(
+                    f"manifest {digest} is referenced by index {parents[0][0]}; delete the index first",
+                    detail={"index": parents[0][0]},
+                )
+            await txn.execute(
+                "DELETE FROM tag WHERE repository = ? AND manifest_digest = ?", (name, str(digest))
+            )
+            rows = await txn.execute(
+                "DELETE FROM manifest WHERE repository = ? AND digest = ? RETURNING digest",
+                (name, str(digest)),
+            )
+            return bool(rows)
+
+        return await self._db.run_interaction(body)
+
+    async def delete_tag(self, repo: RepositoryName, tag: Tag) -> bool:
+        """Delete a tag (the manifest stays); C{False} if there was no such tag."""
+        rows = await self._db.execute(
+            "DELETE FROM tag WHERE repository = ? AND name = ? RETURNING name", (str(repo), str(tag))
+        )
+        return bool(rows)
+
+    async def unlink_blob(self, repo: RepositoryName, digest: Digest) -> bool:
+        """
+        Remove a blob from C{repo} (its bytes stay until garbage collection).
+
+        @return: C{False} if the blob was not linked to C{repo}.
+        @raise BlobReferenced: If a manifest in C{repo} still uses it.
+        """
+        name = str(repo)
+
+        async def body(txn: Transaction) -> bool:
+            users = await txn.execute(
+                "SELECT manifest_digest FROM manifest_blob WHERE repository = ? AND blob_digest = ? LIMIT 1",
+                (name, str(digest)),
+            )
+            if users:
+                raise BlobReferenced(
+                    f"blob {digest} is used by manifest {users[0][0]}; delete the manifest first",
+                    detail={"manifest": users[0][0]},
+                )
+            rows = await txn.execute(
+                "DELETE FROM repository_blob WHERE repository = ? AND digest = ? RETURNING digest",
+                (name, str(digest)),
+            )
+            return bool(rows)
 
         return await self._db.run_interaction(body)

@@ -34,7 +34,7 @@ from quayd.errors import (
 )
 from quayd.http.errors import MethodNotAllowed, NotFoundRoute, render_error
 from quayd.registry.blobs import BlobProducer
-from quayd.registry.manifests import parse_manifest
+from quayd.registry.manifests import OCI_INDEX, parse_manifest
 from quayd.registry.uploads import (
     OpenUpload,
     UploadBodySink,
@@ -96,12 +96,16 @@ class RegistryApp:
         uploads: UploadService,
         authorizer: OpenAccess,
         max_manifest_bytes: int,
+        delete_enabled: bool = True,
+        auto_mount: bool = True,
     ) -> None:
         self._store = store
         self._blobs = blobs
         self._uploads = uploads
         self._authorizer = authorizer
         self._max_manifest_bytes = max_manifest_bytes
+        self._delete_enabled = delete_enabled
+        self._auto_mount = auto_mount
         self.sink_factory = UploadSinkFactory(uploads, authorizer)
 
     # Errors
@@ -216,15 +220,22 @@ class RegistryApp:
     async def _mount(
         self, headers: Headers, repo: RepositoryName, digest: Digest, source: str | None
     ) -> bool:
-        if source is None:
+        if source is not None:
+            candidates = [RepositoryName.parse(source)]
+        elif self._auto_mount:
+            candidates = await self._store.repositories_with_blob(digest)
+        else:
             return False
-        source_repo = RepositoryName.parse(source)
-        await self._authorizer.authorize(headers, source_repo, frozenset({Action.PULL}))
-        record = await self._store.stat_blob(source_repo, digest)
-        if record is None:
-            return False
-        await self._store.commit_blob(repo, digest, record.size, record.storage_key)
-        return True
+        for candidate in candidates:
+            try:
+                await self._authorizer.authorize(headers, candidate, frozenset({Action.PULL}))
+            except RegistryError:
+                continue
+            record = await self._store.stat_blob(candidate, digest)
+            if record is not None:
+                await self._store.commit_blob(repo, digest, record.size, record.storage_key)
+                return True
+        return False
 
     def _created(self, request: IRequest, repo: RepositoryName, digest: Digest) -> bytes:
         request.setResponseCode(201)
@@ -333,6 +344,12 @@ class RegistryApp:
             record = await self._store.get_manifest_by_tag(repo, ref.tag)
         if record is None:
             raise ManifestUnknown(f"manifest {ref} is not in {repo}", detail={"reference": str(ref)})
+        accepted = _accepted_types(request)
+        if accepted is not None and record.media_type not in accepted:
+            raise ManifestUnknown(
+                f"manifest {ref} is a {record.media_type}, which the Accept header does not include",
+                detail={"reference": str(ref), "mediaType": record.media_type},
+            )
         request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
         _set(request, "Content-Type", record.media_type)
         _set(request, "Content-Length", str(record.size))
@@ -391,9 +408,128 @@ class RegistryApp:
         request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
         return _json(request, {"name": str(repo), "tags": tags})
 
+    @app.route("/v2/<path:name>/manifests/<reference>", methods=["DELETE"])
+    async def delete_manifest(self, request: IRequest, name: str, reference: str) -> bytes:
+        """Delete a manifest by digest (with its tags), or just a tag."""
+        repo = RepositoryName.parse(name)
+        ref = Reference.parse(reference)
+        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.DELETE}))
+        if not self._delete_enabled:
+            raise Unsupported("deletion is disabled on this registry")
+        if ref.digest is not None:
+            found = await self._store.delete_manifest(repo, ref.digest)
+        else:
+            assert ref.tag is not None
+            found = await self._store.delete_tag(repo, ref.tag)
+        if not found:
+            raise ManifestUnknown(f"manifest {ref} is not in {repo}", detail={"reference": str(ref)})
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        request.setResponseCode(202)
+        _set(request, "Content-Length", "0")
+        return b""
+
+    @app.route("/v2/<path:name>/blobs/<digest>", methods=["DELETE"])
+    async def delete_blob(self, request: IRequest, name: str, digest: str) -> bytes:
+        """Remove a blob from a repository."""
+        repo = RepositoryName.parse(name)
+        blob_digest = Digest.parse(digest)
+        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.DELETE}))
+        if not self._delete_enabled:
+            raise Unsupported("deletion is disabled on this registry")
+        if not await self._store.unlink_blob(repo, blob_digest):
+            raise BlobUnknown(f"blob {blob_digest} is not in {repo}", detail={"digest": str(blob_digest)})
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        request.setResponseCode(202)
+        _set(request, "Content-Length", "0")
+        return b""
+
+    # Referrers
+
+    @app.route("/v2/<path:name>/referrers/<digest>", methods=["GET"])
+    async def referrers(self, request: IRequest, name: str, digest: str) -> bytes:
+        """An OCI image index of the manifests whose subject is C{digest}."""
+        repo = RepositoryName.parse(name)
+        subject = Digest.parse(digest)
+        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL}))
+        wanted = _arg(request, "artifactType")
+        descriptors = []
+        for record in await self._store.referrers(repo, subject):
+            if wanted is not None and record.artifact_type != wanted:
+                continue
+            descriptor: dict[str, object] = {
+                "mediaType": record.media_type,
+                "digest": str(record.digest),
+                "size": record.size,
+            }
+            if record.artifact_type is not None:
+                descriptor["artifactType"] = record.artifact_type
+            annotations = _annotations(record.content)
+            if annotations:
+                descriptor["annotations"] = annotations
+            descriptors.append(descriptor)
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        if wanted is not None:
+            _set(request, "OCI-Filters-Applied", "artifactType")
+        body = _json(request, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors})
+        _set(request, "Content-Type", OCI_INDEX)
+        return body
+
+    # Catalog
+
+    @app.route("/v2/_catalog", methods=["GET"])
+    async def catalog(self, request: IRequest) -> bytes:
+        """Repositories the principal may pull, lexically, with C{n}/C{last} pagination."""
+        principal = await self._authorizer.authenticate(request.requestHeaders)
+        n, last = _page(request)
+        names: list[str] = []
+        cursor = last
+        while n != 0 and (n is None or len(names) <= n):
+            batch = await self._store.list_repositories(cursor, 500)
+            if not batch:
+                break
+            for candidate in batch:
+                if await self._authorizer.may_list(principal, RepositoryName(candidate)):
+                    names.append(candidate)
+            cursor = batch[-1]
+            if n is None and len(batch) < 500:
+                break
+        more = n is not None and len(names) > n
+        names = names[:n] if n is not None else names
+        if more:
+            query = urlencode({"n": n, "last": names[-1]})
+            _set(request, "Link", f'</v2/_catalog?{query}>; rel="next"')
+        request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        return _json(request, {"repositories": names})
+
     def resource(self) -> object:
         """The twisted.web resource serving these routes."""
         return self.app.resource()
+
+
+def _annotations(content: bytes) -> dict[str, str]:
+    """The annotations of a stored (already validated) manifest."""
+    document = json.loads(content)
+    annotations = document.get("annotations") if isinstance(document, dict) else None
+    return annotations if isinstance(annotations, dict) else {}
+
+
+def _accepted_types(request: IRequest) -> set[str] | None:
+    """
+    The media types the client accepts, or C{None} when it accepts anything
+    (no C{Accept} header, or a wildcard).
+    """
+    values = request.requestHeaders.getRawHeaders(b"accept")
+    if not values:
+        return None
+    types = set()
+    for value in values:
+        for item in value.decode("latin-1").split(","):
+            media_type = item.split(";", 1)[0].strip().lower()
+            if media_type in ("*/*", "application/*"):
+                return None
+            if media_type:
+                types.add(media_type)
+    return types or None
 
 
 def _page(request: IRequest) -> tuple[int | None, str | None]:

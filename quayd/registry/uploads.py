@@ -213,8 +213,20 @@ class UploadService:
         await self._blobs.delete_upload(upload_id)
 
     async def expire(self, older_than: float) -> int:
-        """Remove sessions untouched since C{older_than}; returns how many."""
+        """
+        Remove sessions untouched since C{older_than}, and staged data that
+        has no session (left by a crash between staging and recording it).
+
+        @return: How many sessions or orphans were removed.
+        """
         count = 0
+        staged = [(i, m) for i, m in await self._blobs.staged_uploads() if m < older_than]
+        if staged:
+            known = await self._store.existing_uploads([i for i, _ in staged])
+            for upload_id, _ in staged:
+                if upload_id not in known and upload_id not in self._writers:
+                    await self._blobs.delete_upload(upload_id)
+                    count += 1
         for record in await self._store.stale_uploads(older_than):
             if record.id in self._busy:
                 continue

@@ -222,6 +222,22 @@ class FilesystemBlobStore:
 
         return self._run(resume)
 
+    def staged_uploads(self) -> Deferred[list[tuple[str, float]]]:
+        """List staged files with their modification times."""
+
+        def scan() -> list[tuple[str, float]]:
+            found = []
+            with os.scandir(self._root / "uploads") as entries:
+                for entry in entries:
+                    if _UPLOAD_ID.fullmatch(entry.name):
+                        try:
+                            found.append((entry.name, entry.stat().st_mtime))
+                        except FileNotFoundError:
+                            continue
+            return found
+
+        return self._run(scan)
+
     def delete_upload(self, upload_id: str) -> Deferred[None]:
         """Remove a staged file."""
         return self._run(self._upload_path(upload_id).unlink, missing_ok=True)

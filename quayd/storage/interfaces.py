@@ -80,6 +80,9 @@ class IBlobStore(Interface):
         staged data is missing or shorter.
         """
 
+    def staged_uploads() -> Deferred[list[tuple[str, float]]]:
+        """Every staged upload as C{(upload_id, last modified POSIX time)}."""
+
     def delete_upload(upload_id: str) -> Deferred[None]:
         """Remove a staged upload (no error if absent)."""
 
