@@ -245,7 +245,9 @@ class UploadBodySink:
     previous batch in the blocking runner; the socket is paused above
     L{HIGH_WATER} queued bytes and resumed below L{LOW_WATER}. If preparing
     the session fails, or a limit is exceeded, the rest of the body is read
-    and discarded and C{result} fails with the error.
+    and discarded and C{result} fails with the error. If the client goes away
+    mid-body, the session is kept at its recorded size: the bytes of this
+    request were never recorded, and the next request rebuilds from there.
 
     @ivar result: Fires with the L{OpenUpload} once every byte is written.
     """
@@ -256,10 +258,12 @@ class UploadBodySink:
         producer: IPushProducer,
         prepare: Callable[[], Awaitable[OpenUpload]],
         limit: int | None,
+        length: int | None = None,
     ) -> None:
         self._uploads = uploads
         self._producer = producer
         self._limit = limit
+        self._length = length
         self._queue: list[bytes] = []
         self._queued = 0
         self._received = 0
@@ -280,13 +284,15 @@ class UploadBodySink:
             self._fail(Failure())
             return
         self._upload = upload
-        if self._aborted:
-            await self._cleanup_after_abort()
-            return
-        if self._error is None:
-            self._check_limit(0)
-        self._kick()
-        self._maybe_resume()
+        if self._length is not None:
+            max_chunk = self._uploads.limits.max_chunk_bytes
+            if max_chunk is not None and self._length > max_chunk:
+                self._fail(Failure(TooLarge(f"chunk exceeds the maximum size of {max_chunk} bytes")))
+                return
+            self._check_limit(self._length)
+        self._settle()
+
+    # Flow control
 
     def _pause(self) -> None:
         self._paused = True
@@ -297,26 +303,72 @@ class UploadBodySink:
             self._paused = False
             self._producer.resumeProducing()
 
-    def _fail(self, failure: Failure) -> None:
-        if self._error is None:
-            self._error = failure
-            self._queue = []
-            self._queued = 0
-        if self._upload is not None:
-            upload, self._upload = self._upload, None
-            Deferred.fromCoroutine(self._uploads.forget_writer(upload.record.id)).addBoth(
-                lambda _: self._uploads.release(upload.record.id)
-            )
+    def _settle(self) -> None:
+        """Move the state machine on after any event: write, clean up, or deliver."""
+        if self._busy:
+            return
+        if self._aborted or self._error is not None:
+            self._release()
+            if self._error is not None and self._finished:
+                self._deliver()
+            elif not self._aborted:
+                self._maybe_resume()
+            return
+        if self._upload is None:
+            return
+        if self._queue:
+            batch, self._queue = self._queue, []
+            self._busy = True
+            self._upload.writer.write(batch).addCallbacks(self._drained, self._write_failed)
+            return
         if self._finished:
             self._deliver()
         else:
             self._maybe_resume()
 
+    def _release(self) -> None:
+        """Give the session back; its in-memory writer is dropped (unrecorded bytes are garbage)."""
+        upload, self._upload = self._upload, None
+        if upload is None:
+            return
+        upload_id = upload.record.id
+        if self._aborted:
+            _log.info(
+                "upload {upload_id}: client disconnected after {received} bytes; session kept at {size}",
+                upload_id=upload_id,
+                received=self._received,
+                size=upload.record.committed_size,
+            )
+        Deferred.fromCoroutine(self._uploads.forget_writer(upload_id)).addBoth(
+            lambda _: self._uploads.release(upload_id)
+        )
+
+    def _drained(self, written: int) -> None:
+        self._busy = False
+        self._queued -= written
+        self._settle()
+
+    def _write_failed(self, failure: Failure) -> None:
+        self._busy = False
+        if not self._aborted:
+            _log.failure("writing upload data failed", failure)
+        self._fail(failure)
+
+    def _fail(self, failure: Failure) -> None:
+        if self._error is None:
+            self._error = failure
+        self._queue = []
+        self._queued = 0
+        self._settle()
+
     def _check_limit(self, incoming: int) -> None:
+        if self._limit is None:
+            return
         written = self._upload.writer.size if self._upload is not None else 0
-        total = written + self._queued + incoming
-        if self._limit is not None and total > self._limit:
+        if written + self._queued + incoming > self._limit:
             self._fail(Failure(TooLarge(f"blob exceeds the maximum size of {self._limit} bytes")))
+
+    # The body, from the request
 
     def write(self, data: bytes) -> None:
         """Queue a chunk and start writing it."""
@@ -334,42 +386,12 @@ class UploadBodySink:
         self._queued += len(data)
         if self._queued > HIGH_WATER or self._upload is None:
             self._pause()
-        self._kick()
-
-    def _kick(self) -> None:
-        if self._busy or self._upload is None or self._error is not None:
-            return
-        if self._queue:
-            batch, self._queue = self._queue, []
-            self._busy = True
-            self._upload.writer.write(batch).addCallbacks(self._drained, self._write_failed)
-        elif self._finished:
-            self._deliver()
-
-    def _drained(self, written: int) -> None:
-        self._busy = False
-        self._queued -= written
-        if self._aborted:
-            Deferred.fromCoroutine(self._cleanup_after_abort())
-            return
-        self._maybe_resume()
-        self._kick()
-
-    def _write_failed(self, failure: Failure) -> None:
-        self._busy = False
-        _log.failure("writing upload data failed", failure)
-        if self._aborted:
-            Deferred.fromCoroutine(self._cleanup_after_abort())
-            return
-        self._fail(failure)
+        self._settle()
 
     def finish(self) -> None:
         """The body is complete; C{result} fires once it is all written."""
         self._finished = True
-        if self._error is not None:
-            self._deliver()
-        else:
-            self._kick()
+        self._settle()
 
     def _deliver(self) -> None:
         if self.result.called:
@@ -383,26 +405,11 @@ class UploadBodySink:
         """The client went away mid-body: drop the unrecorded bytes, keep the session."""
         self._aborted = True
         self._queue = []
+        self._queued = 0
         if not self.result.called:
             self.result.addErrback(lambda _: None)
             self.result.errback(reason)
-        if not self._busy and self._upload is not None:
-            Deferred.fromCoroutine(self._cleanup_after_abort())
-
-    async def _cleanup_after_abort(self) -> None:
-        upload, self._upload = self._upload, None
-        if upload is None:
-            return
-        _log.info(
-            "upload {upload_id}: client disconnected after {received} bytes; session kept at {size}",
-            upload_id=upload.record.id,
-            received=self._received,
-            size=upload.record.committed_size,
-        )
-        try:
-            await self._uploads.forget_writer(upload.record.id)
-        finally:
-            self._uploads.release(upload.record.id)
+        self._settle()
 
 
 def _query(path: bytes) -> tuple[str, dict[str, list[str]]]:
@@ -436,11 +443,16 @@ class UploadSinkFactory:
             prepare = self._start(match["name"], headers)
         else:
             return None
-        return self.sink(producer, prepare)
+        return self.sink(producer, prepare, length)
 
-    def sink(self, producer: IPushProducer, prepare: Callable[[], Awaitable[OpenUpload]]) -> UploadBodySink:
+    def sink(
+        self,
+        producer: IPushProducer,
+        prepare: Callable[[], Awaitable[OpenUpload]],
+        length: int | None = None,
+    ) -> UploadBodySink:
         """A sink writing into the session that C{prepare} takes."""
-        return UploadBodySink(self._uploads, producer, prepare, self._uploads.limits.max_blob_bytes)
+        return UploadBodySink(self._uploads, producer, prepare, self._uploads.limits.max_blob_bytes, length)
 
     def _take(
         self, name: str, upload_id: str, method: bytes, headers: Headers, length: int | None
