@@ -189,11 +189,3 @@ class ManifestReferenced(RegistryError):
     code = "DENIED"
     status = 409
     default_message = "manifest is referenced by an index; delete the index first"
-
-
-class BlobReferenced(RegistryError):
-    """A blob cannot be unlinked while a manifest in the repository uses it."""
-
-    code = "DENIED"
-    status = 409
-    default_message = "blob is referenced by a manifest; delete the manifest first"

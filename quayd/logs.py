@@ -5,7 +5,9 @@ Log observers: text or one JSON object per line, filtered by level.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from types import FrameType
 from typing import IO, cast, get_args
 
 from twisted.logger import (
@@ -51,8 +53,55 @@ def observer_from_environment() -> ILogObserver:
         level=_level(os.environ.get(LOG_LEVEL_ENV, "info")),
     )
     path = os.environ.get(LOG_FILE_ENV)
-    stream = open(path, "a", encoding="utf-8", buffering=1) if path else None  # noqa: SIM115
-    return make_observer(config, stream)
+    if not path:
+        return make_observer(config)
+    stream = ReopeningLogFile(path)
+
+    def reopen_on_hup(signum: int, frame: FrameType | None) -> None:
+        stream.request_reopen()
+
+    signal.signal(signal.SIGHUP, reopen_on_hup)
+    return make_observer(config, cast(IO[str], stream))
+
+
+class ReopeningLogFile:
+    """
+    A log file, appended to, that is opened again by name after L{request_reopen}: once
+    logrotate has moved it away, SIGHUP makes quayd write to a new file of the same name.
+    """
+
+    def __init__(self, path: str) -> None:
+        """
+        @param path: The log file; created if missing.
+        """
+        self._path = path
+        self._reopen = False
+        self._file = self._open()
+
+    def _open(self) -> IO[str]:
+        return open(self._path, "a", encoding="utf-8", buffering=1)
+
+    def request_reopen(self) -> None:
+        """
+        Reopen the file before the next write; safe to call from a signal handler.
+        """
+        self._reopen = True
+
+    def write(self, text: str) -> int:
+        """
+        Append text, reopening the file first if that was requested.
+        """
+        if self._reopen:
+            self._reopen = False
+            old, self._file = self._file, self._open()
+            old.close()
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        """
+        Flush the current file.
+        """
+        self._file.flush()
 
 
 def _level(name: str) -> LogLevelName:

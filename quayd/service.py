@@ -4,6 +4,7 @@ Composition of the daemon's service tree; no logic beyond wiring.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application import strports
@@ -42,6 +43,7 @@ class QuaydService(MultiService):
         assert config.database.path is not None
         self.database = SQLiteDatabase(config.database.path, reactor)
         self.ready: Deferred[None] = Deferred()
+        self._uploads: UploadService | None = None
 
     def _build(self) -> None:
         config = self._config
@@ -50,7 +52,7 @@ class QuaydService(MultiService):
         limits = UploadLimits(
             max_blob_bytes=config.registry.max_blob_bytes, max_chunk_bytes=config.registry.max_chunk_bytes
         )
-        uploads = UploadService(store, blobs, limits)
+        uploads = self._uploads = UploadService(store, blobs, limits)
         registry = RegistryApp(
             store=store,
             blobs=blobs,
@@ -83,9 +85,8 @@ class QuaydService(MultiService):
         await self.database.open()
         version = await migrate(self.database)
         _log.info("database ready at schema version {version}", version=version)
+        # Children added while this service is running are started by addService itself.
         self._build()
-        for child in self:
-            child.startService()
         _log.info(
             "quayd serving {base_url} on {listen}",
             base_url=self._config.server.base_url,
@@ -95,8 +96,9 @@ class QuaydService(MultiService):
 
     def _failed(self, failure: Any) -> None:
         _log.failure("quayd failed to start", failure)
-        if self._reactor.running:
-            self._reactor.stop()
+        # twistd itself always exits 0; make a failed start visible to systemd.
+        self._reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        self._reactor.callWhenRunning(self._reactor.stop)
 
     def stopService(self) -> Deferred[None]:
         """Stop listeners and housekeeping, then close the database and pool."""
@@ -105,6 +107,8 @@ class QuaydService(MultiService):
             stopping = [d for d in (s.stopService() for s in reversed(list(self))) if isinstance(d, Deferred)]
             await DeferredList(stopping)
             self.running = 0
+            if self._uploads is not None:
+                await self._uploads.close()
             await self.database.close()
             self._pool.stopService()
 

@@ -7,14 +7,19 @@ This is the only module that imports the global reactor.
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from typing import ClassVar
+from types import FrameType
+from typing import Any, ClassVar
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from quayd.config import Config, ConfigError, load_config
 from quayd.logs import LOG_FILE_ENV, LOG_FORMAT_ENV, LOG_LEVEL_ENV
+
+_log = Logger()
 
 
 class Options(usage.Options):
@@ -62,4 +67,19 @@ def makeService(options: Options) -> IService:
 
     from quayd.service import build_service
 
+    _survive_sighup(reactor)
     return build_service(options.config, reactor)
+
+
+def _survive_sighup(reactor: Any) -> None:
+    """
+    Keep SIGHUP (C{systemctl reload quayd}) from ending the daemon, which is its default action.
+
+    When quayd logs to a file, L{quayd.logs.observer_from_environment} (called by twistd after
+    this) replaces the handler with one that reopens the file.
+    """
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        reactor.callFromThread(_log.info, "SIGHUP received; restart quayd to apply a new configuration")
+
+    signal.signal(signal.SIGHUP, on_hup)

@@ -92,6 +92,9 @@ class SQLiteDatabase:
         """Close the connection and stop the thread."""
 
         async def close() -> None:
+            if not self._pool.started:
+                # Never opened (startup failed first): no thread would ever run _close.
+                return
             await self._lock.acquire()
             try:
                 await self._in_thread(self._close)

@@ -12,16 +12,24 @@ limit.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Protocol
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IAddress, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
+from twisted.web.http import _GenericHTTPChannelProtocol
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 
 _log = Logger()
+
+_TLS_HANDSHAKE = b"\x16"
+_PLAIN_HTTP_ONLY = (
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+    b"Client sent an HTTPS request to a plain HTTP listener.\n"
+)
 
 #: Largest non-upload body buffered in memory (manifests, JSON documents).
 DEFAULT_MAX_BUFFERED_BODY = 4 * 1024 * 1024
@@ -143,6 +151,33 @@ class QuaydSite(server.Site):
         self.body_sink_factory = body_sink_factory
         self.max_buffered_body = max_buffered_body
         self.displayTracebacks = False
+
+    def buildProtocol(self, addr: IAddress | None) -> _GenericHTTPChannelProtocol | None:
+        """
+        Build the HTTP protocol, answering a TLS handshake on this plain-HTTP
+        listener with an immediate 400, as Go's servers do.
+
+        Clients configured for an insecure registry try HTTPS first; without
+        an answer they would wait for their handshake timeout before falling
+        back to plain HTTP.
+        """
+        protocol: _GenericHTTPChannelProtocol | None = super().buildProtocol(addr)  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        if protocol is None:
+            return None
+        original: Callable[[bytes], None] = protocol.dataReceived
+
+        def first_data(data: bytes) -> None:
+            del protocol.dataReceived  # back to the class's method for the rest
+            if data[:1] == _TLS_HANDSHAKE:
+                transport = protocol.transport
+                if transport is not None:
+                    transport.write(_PLAIN_HTTP_ONLY)
+                    transport.loseConnection()
+                return
+            original(data)
+
+        protocol.dataReceived = first_data  # type: ignore[method-assign]  # sniff only the first bytes
+        return protocol
 
     def log(self, request: server.Request) -> None:  # type: ignore[override]  # twisted's own annotation is looser
         """Emit one structured access-log event per request."""

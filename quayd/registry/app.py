@@ -29,6 +29,7 @@ from quayd.errors import (
     NameUnknown,
     RangeInvalid,
     RegistryError,
+    TagInvalid,
     TooLarge,
     Unsupported,
 )
@@ -335,7 +336,11 @@ class RegistryApp:
     async def get_manifest(self, request: IRequest, name: str, reference: str) -> bytes:
         """Serve a manifest's exact bytes by tag or digest."""
         repo = RepositoryName.parse(name)
-        ref = Reference.parse(reference)
+        try:
+            ref = Reference.parse(reference)
+        except TagInvalid:
+            # No manifest can exist under a name outside the tag grammar.
+            raise ManifestUnknown(f"manifest {reference[:200]!r} is not in {repo}") from None
         await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL}))
         if ref.digest is not None:
             record = await self._store.get_manifest_by_digest(repo, ref.digest)

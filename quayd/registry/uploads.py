@@ -212,6 +212,11 @@ class UploadService:
         await self.forget_writer(upload_id)
         await self._blobs.delete_upload(upload_id)
 
+    async def close(self) -> None:
+        """Close every in-memory writer (shutdown); staged bytes and sessions stay."""
+        for upload_id in list(self._writers):
+            await self.forget_writer(upload_id)
+
     async def expire(self, older_than: float) -> int:
         """
         Remove sessions untouched since C{older_than}, and staged data that

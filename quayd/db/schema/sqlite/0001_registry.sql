@@ -35,14 +35,15 @@ CREATE TABLE manifest (
 );
 CREATE INDEX manifest_subject ON manifest (repository, subject);
 
--- Blobs (config and layers) a manifest references.
+-- Blobs (config and layers) a manifest references. A blob may be unlinked from the
+-- repository while a manifest still names it (the spec allows deleting it); the row keeps
+-- the reference for garbage collection.
 CREATE TABLE manifest_blob (
     repository       TEXT NOT NULL,
     manifest_digest  TEXT NOT NULL,
-    blob_digest      TEXT NOT NULL,
+    blob_digest      TEXT NOT NULL REFERENCES blob (digest),
     PRIMARY KEY (repository, manifest_digest, blob_digest),
-    FOREIGN KEY (repository, manifest_digest) REFERENCES manifest (repository, digest) ON DELETE CASCADE,
-    FOREIGN KEY (repository, blob_digest) REFERENCES repository_blob (repository, digest)
+    FOREIGN KEY (repository, manifest_digest) REFERENCES manifest (repository, digest) ON DELETE CASCADE
 );
 CREATE INDEX manifest_blob_blob ON manifest_blob (repository, blob_digest);
 

@@ -1,0 +1,3 @@
+"""
+End-to-end tests: a real C{twistd -n quayd} process driven by real registry clients.
+"""
