@@ -289,6 +289,37 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AuthConfig:
+    """
+    Authentication: key files, token lifetime, superusers.
+
+    @ivar token_signing_key_file: PEM private key (EC P-256 or RSA >= 2048) signing bearer tokens.
+    @ivar secret_key_file: Fernet key encrypting robot and repository tokens at rest.
+    @ivar generate_signing_key: Whether a missing signing key is generated (only at the default
+        path under the data directory; a key file named in the configuration must exist).
+    @ivar generate_secret_key: The same for the secret key.
+    @ivar token_ttl: Lifetime of registry bearer tokens, in seconds.
+    @ivar issuer: The C{iss} claim of issued tokens.
+    @ivar superusers: User names that may do everything.
+    """
+
+    token_signing_key_file: Path
+    secret_key_file: Path
+    generate_signing_key: bool = True
+    generate_secret_key: bool = True
+    token_ttl: int = 300
+    issuer: str = "quayd"
+    superusers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        """
+        @raise ConfigError: If the token lifetime is out of range.
+        """
+        if not 30 <= self.token_ttl <= 86400:
+            raise ConfigError(("auth", "token_ttl"), "must be between 30 and 86400 seconds")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """
     The whole, validated configuration.
@@ -308,6 +339,7 @@ class Config:
     database: DatabaseConfig
     registry: RegistryConfig
     logging: LoggingConfig
+    auth: AuthConfig
     source: str
 
     def __post_init__(self) -> None:
@@ -350,7 +382,7 @@ def parse_config(data: object, *, source: str) -> Config:
     @return: The validated configuration.
     @raise ConfigError: On the first unknown key, wrong type or out-of-range value.
     """
-    root = _mapping(data, (), ("data_dir", "server", "storage", "database", "registry", "logging"))
+    root = _mapping(data, (), ("data_dir", "server", "storage", "database", "registry", "logging", "auth"))
     data_dir = _absolute(_non_empty_string(root.get("data_dir", _DEFAULT_DATA_DIR), ("data_dir",)))
     return Config(
         data_dir=data_dir,
@@ -359,6 +391,7 @@ def parse_config(data: object, *, source: str) -> Config:
         database=_parse_database(root.get("database"), ("database",), data_dir),
         registry=_parse_registry(root.get("registry"), ("registry",)),
         logging=_parse_logging(root.get("logging"), ("logging",)),
+        auth=_parse_auth(root.get("auth"), ("auth",), data_dir),
         source=source,
     )
 
@@ -476,6 +509,40 @@ def _parse_registry(data: object, path: ConfigPath) -> RegistryConfig:
         upload_expiry=_number(section.get("upload_expiry", _DEFAULT_UPLOAD_EXPIRY), (*path, "upload_expiry")),
         delete_enabled=_boolean(section.get("delete_enabled", True), (*path, "delete_enabled")),
         auto_mount=_boolean(section.get("auto_mount", True), (*path, "auto_mount")),
+    )
+
+
+def _parse_auth(data: object, path: ConfigPath, data_dir: Path) -> AuthConfig:
+    """
+    Validate the C{auth} section.
+
+    @param data: The section, or C{None} when absent or empty.
+    @param path: The section's key path.
+    @param data_dir: Where generated keys live by default.
+    @return: The validated section.
+    """
+    section = _mapping(
+        data, path, ("token_signing_key_file", "secret_key_file", "token_ttl", "issuer", "superusers")
+    )
+    signing = section.get("token_signing_key_file")
+    secret = section.get("secret_key_file")
+    superusers = _string_list(section.get("superusers", []), (*path, "superusers"))
+    return AuthConfig(
+        token_signing_key_file=(
+            data_dir / "keys" / "token-signing.pem"
+            if signing is None
+            else _absolute(_non_empty_string(signing, (*path, "token_signing_key_file")))
+        ),
+        secret_key_file=(
+            data_dir / "keys" / "secret.key"
+            if secret is None
+            else _absolute(_non_empty_string(secret, (*path, "secret_key_file")))
+        ),
+        generate_signing_key=signing is None,
+        generate_secret_key=secret is None,
+        token_ttl=_integer(section.get("token_ttl", 300), (*path, "token_ttl")),
+        issuer=_non_empty_string(section.get("issuer", "quayd"), (*path, "issuer")),
+        superusers=superusers,
     )
 
 

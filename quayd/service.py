@@ -12,9 +12,14 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
-from quayd.auth.policy import OpenAccess
+from quayd.auth.endpoint import TokenEndpoint
+from quayd.auth.keys import SecretBox, load_secret_box, load_signing_key
+from quayd.auth.policy import AccessControl, Credentials, Policy
+from quayd.auth.throttle import LoginThrottle
+from quayd.auth.tokens import TokenService
 from quayd.blocking import ThreadPoolService
 from quayd.config import Config
+from quayd.db.identity import IdentityStore
 from quayd.db.migrations import migrate
 from quayd.db.sqlite import SQLiteDatabase
 from quayd.db.store import MetadataStore
@@ -44,8 +49,27 @@ class QuaydService(MultiService):
         self.database = SQLiteDatabase(config.database.path, reactor)
         self.ready: Deferred[None] = Deferred()
         self._uploads: UploadService | None = None
+        self.identity: IdentityStore | None = None
+        self.secret_box: SecretBox | None = None
 
-    def _build(self) -> None:
+    async def _build_access(self) -> tuple[AccessControl, TokenEndpoint, IdentityStore]:
+        config = self._config
+        auth = config.auth
+        signing_key = await self._pool(
+            load_signing_key, auth.token_signing_key_file, auth.generate_signing_key
+        )
+        secret_box = await self._pool(load_secret_box, auth.secret_key_file, auth.generate_secret_key)
+        identity = IdentityStore(self.database, self._reactor)
+        superusers = frozenset(auth.superusers)
+        tokens = TokenService(signing_key, self._reactor, config.server.hostname, auth.issuer, auth.token_ttl)
+        credentials = Credentials(identity, secret_box, self._pool, LoginThrottle(self._reactor), superusers)
+        access = AccessControl(
+            credentials, Policy(identity, superusers), tokens, f"{config.server.base_url}/v2/auth"
+        )
+        self.secret_box = secret_box
+        return access, TokenEndpoint(access, credentials, tokens), identity
+
+    def _build(self, access: AccessControl, token_endpoint: TokenEndpoint) -> None:
         config = self._config
         store = MetadataStore(self.database, self._reactor)
         blobs = FilesystemBlobStore(config.storage.path, self._pool)
@@ -57,7 +81,8 @@ class QuaydService(MultiService):
             store=store,
             blobs=blobs,
             uploads=uploads,
-            authorizer=OpenAccess(),
+            authorizer=access,
+            token_endpoint=token_endpoint,
             max_manifest_bytes=config.registry.max_manifest_bytes,
             delete_enabled=config.registry.delete_enabled,
             auto_mount=config.registry.auto_mount,
@@ -86,7 +111,8 @@ class QuaydService(MultiService):
         version = await migrate(self.database)
         _log.info("database ready at schema version {version}", version=version)
         # Children added while this service is running are started by addService itself.
-        self._build()
+        access, token_endpoint, self.identity = await self._build_access()
+        self._build(access, token_endpoint)
         _log.info(
             "quayd serving {base_url} on {listen}",
             base_url=self._config.server.base_url,

@@ -19,7 +19,8 @@ from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 
-from quayd.auth.policy import Action, OpenAccess
+from quayd.auth.endpoint import TokenEndpoint
+from quayd.auth.policy import Action, Authorizer
 from quayd.db.store import MetadataStore
 from quayd.errors import (
     BlobUnknown,
@@ -50,6 +51,11 @@ from quayd.types import ByteRange, Digest, Reference, RepositoryName
 API_VERSION_HEADER = (b"Docker-Distribution-API-Version", [b"registry/2.0"])
 #: Largest C{n} honoured on list endpoints.
 MAX_PAGE = 10000
+
+
+def _client(request: IRequest) -> str:
+    """The client's address, for throttling and logs."""
+    return str(getattr(request.getClientAddress(), "host", "-"))
 
 
 def _arg(request: IRequest, name: str) -> str | None:
@@ -95,10 +101,11 @@ class RegistryApp:
         store: MetadataStore,
         blobs: IBlobStore,
         uploads: UploadService,
-        authorizer: OpenAccess,
+        authorizer: Authorizer,
         max_manifest_bytes: int,
         delete_enabled: bool = True,
         auto_mount: bool = True,
+        token_endpoint: TokenEndpoint | None = None,
     ) -> None:
         self._store = store
         self._blobs = blobs
@@ -107,6 +114,7 @@ class RegistryApp:
         self._max_manifest_bytes = max_manifest_bytes
         self._delete_enabled = delete_enabled
         self._auto_mount = auto_mount
+        self._token_endpoint = token_endpoint
         self.sink_factory = UploadSinkFactory(uploads, authorizer)
 
     # Errors
@@ -134,9 +142,20 @@ class RegistryApp:
     @app.route("/v2/", methods=["GET", "HEAD"])
     async def base(self, request: IRequest) -> bytes:
         """The API version check clients start with."""
-        await self._authorizer.authenticate(request.requestHeaders)
         request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
+        await self._authorizer.authenticate(request.requestHeaders, _client(request), required=True)
         return _json(request, {})
+
+    # Token authentication
+
+    @app.route("/v2/auth", methods=["GET", "POST"])
+    async def token(self, request: IRequest) -> bytes:
+        """The Docker token endpoint (GET) and the OAuth2 password grant (POST)."""
+        if self._token_endpoint is None:
+            raise NotFoundRoute("this registry does not issue tokens")
+        document = await self._token_endpoint.handle(request, _client(request))
+        request.setHeader(b"Cache-Control", b"no-store")
+        return _json(request, document)
 
     # Blobs
 
@@ -145,7 +164,9 @@ class RegistryApp:
         """Serve a blob (HEAD, GET, single Range, If-None-Match)."""
         repo = RepositoryName.parse(name)
         blob_digest = Digest.parse(digest)
-        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL}))
+        await self._authorizer.authorize(
+            request.requestHeaders, repo, client=_client(request), actions=frozenset({Action.PULL})
+        )
         record = await self._store.stat_blob(repo, blob_digest)
         if record is None:
             raise BlobUnknown(f"blob {blob_digest} is not in {repo}", detail={"digest": str(blob_digest)})
@@ -202,11 +223,16 @@ class RegistryApp:
             finally:
                 self._uploads.release(upload.record.id)
             return self._created(request, repo, blob.digest)
-        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL, Action.PUSH}))
+        await self._authorizer.authorize(
+            request.requestHeaders,
+            repo,
+            client=_client(request),
+            actions=frozenset({Action.PULL, Action.PUSH}),
+        )
         mount = _arg(request, "mount")
         if mount is not None:
             mounted = await self._mount(
-                request.requestHeaders, repo, Digest.parse(mount), _arg(request, "from")
+                request.requestHeaders, repo, Digest.parse(mount), _arg(request, "from"), _client(request)
             )
             if mounted:
                 return self._created(request, repo, Digest.parse(mount))
@@ -219,7 +245,7 @@ class RegistryApp:
         return await self.start_upload(request, name)
 
     async def _mount(
-        self, headers: Headers, repo: RepositoryName, digest: Digest, source: str | None
+        self, headers: Headers, repo: RepositoryName, digest: Digest, source: str | None, client: str
     ) -> bool:
         if source is not None:
             candidates = [RepositoryName.parse(source)]
@@ -229,7 +255,7 @@ class RegistryApp:
             return False
         for candidate in candidates:
             try:
-                await self._authorizer.authorize(headers, candidate, frozenset({Action.PULL}))
+                await self._authorizer.authorize(headers, candidate, frozenset({Action.PULL}), client)
             except RegistryError:
                 continue
             record = await self._store.stat_blob(candidate, digest)
@@ -313,7 +339,12 @@ class RegistryApp:
     async def upload_status(self, request: IRequest, name: str, upload_id: str) -> bytes:
         """Report how much of an upload session has been received."""
         repo = RepositoryName.parse(name)
-        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL, Action.PUSH}))
+        await self._authorizer.authorize(
+            request.requestHeaders,
+            repo,
+            client=_client(request),
+            actions=frozenset({Action.PULL, Action.PUSH}),
+        )
         record = await self._uploads.status(repo, upload_id)
         request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
         self._accepted(request, repo, record.id, record.committed_size)
@@ -324,7 +355,12 @@ class RegistryApp:
     async def cancel_upload(self, request: IRequest, name: str, upload_id: str) -> bytes:
         """Cancel an upload session."""
         repo = RepositoryName.parse(name)
-        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL, Action.PUSH}))
+        await self._authorizer.authorize(
+            request.requestHeaders,
+            repo,
+            client=_client(request),
+            actions=frozenset({Action.PULL, Action.PUSH}),
+        )
         await self._uploads.cancel(repo, upload_id)
         request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
         request.setResponseCode(204)
@@ -341,7 +377,9 @@ class RegistryApp:
         except TagInvalid:
             # No manifest can exist under a name outside the tag grammar.
             raise ManifestUnknown(f"manifest {reference[:200]!r} is not in {repo}") from None
-        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL}))
+        await self._authorizer.authorize(
+            request.requestHeaders, repo, client=_client(request), actions=frozenset({Action.PULL})
+        )
         if ref.digest is not None:
             record = await self._store.get_manifest_by_digest(repo, ref.digest)
         else:
@@ -369,7 +407,12 @@ class RegistryApp:
         """Store a manifest and, for a tag reference, point the tag at it."""
         repo = RepositoryName.parse(name)
         ref = Reference.parse(reference)
-        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL, Action.PUSH}))
+        await self._authorizer.authorize(
+            request.requestHeaders,
+            repo,
+            client=_client(request),
+            actions=frozenset({Action.PULL, Action.PUSH}),
+        )
         if getattr(request, "body_too_large", False):
             raise TooLarge(f"manifest exceeds {self._max_manifest_bytes} bytes")
         content = request.content.read(self._max_manifest_bytes + 1)
@@ -400,7 +443,9 @@ class RegistryApp:
     async def list_tags(self, request: IRequest, name: str) -> bytes:
         """List tags in lexical order, with C{n}/C{last} pagination and a C{Link} header."""
         repo = RepositoryName.parse(name)
-        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL}))
+        await self._authorizer.authorize(
+            request.requestHeaders, repo, client=_client(request), actions=frozenset({Action.PULL})
+        )
         if not await self._store.repository_exists(repo):
             raise NameUnknown(f"repository {repo} is not known", detail={"name": str(repo)})
         n, last = _page(request)
@@ -418,7 +463,9 @@ class RegistryApp:
         """Delete a manifest by digest (with its tags), or just a tag."""
         repo = RepositoryName.parse(name)
         ref = Reference.parse(reference)
-        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.DELETE}))
+        await self._authorizer.authorize(
+            request.requestHeaders, repo, client=_client(request), actions=frozenset({Action.DELETE})
+        )
         if not self._delete_enabled:
             raise Unsupported("deletion is disabled on this registry")
         if ref.digest is not None:
@@ -438,7 +485,9 @@ class RegistryApp:
         """Remove a blob from a repository."""
         repo = RepositoryName.parse(name)
         blob_digest = Digest.parse(digest)
-        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.DELETE}))
+        await self._authorizer.authorize(
+            request.requestHeaders, repo, client=_client(request), actions=frozenset({Action.DELETE})
+        )
         if not self._delete_enabled:
             raise Unsupported("deletion is disabled on this registry")
         if not await self._store.unlink_blob(repo, blob_digest):
@@ -455,7 +504,9 @@ class RegistryApp:
         """An OCI image index of the manifests whose subject is C{digest}."""
         repo = RepositoryName.parse(name)
         subject = Digest.parse(digest)
-        await self._authorizer.authorize(request.requestHeaders, repo, frozenset({Action.PULL}))
+        await self._authorizer.authorize(
+            request.requestHeaders, repo, client=_client(request), actions=frozenset({Action.PULL})
+        )
         wanted = _arg(request, "artifactType")
         descriptors = []
         for record in await self._store.referrers(repo, subject):
@@ -484,7 +535,7 @@ class RegistryApp:
     @app.route("/v2/_catalog", methods=["GET"])
     async def catalog(self, request: IRequest) -> bytes:
         """Repositories the principal may pull, lexically, with C{n}/C{last} pagination."""
-        principal = await self._authorizer.authenticate(request.requestHeaders)
+        principal = await self._authorizer.authenticate(request.requestHeaders, _client(request))
         n, last = _page(request)
         names: list[str] = []
         cursor = last

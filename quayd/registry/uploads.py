@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
-from quayd.auth.policy import Action, OpenAccess
+from quayd.auth.policy import Action, Authorizer
 from quayd.db.store import BlobRecord, MetadataStore, UploadRecord
 from quayd.errors import (
     BlobUploadInvalid,
@@ -427,7 +427,7 @@ class UploadSinkFactory:
     The site's body sink factory: streams PATCH/PUT on sessions and monolithic POSTs.
     """
 
-    def __init__(self, uploads: UploadService, authorizer: OpenAccess) -> None:
+    def __init__(self, uploads: UploadService, authorizer: Authorizer) -> None:
         self._uploads = uploads
         self._authorizer = authorizer
 

@@ -16,6 +16,7 @@ from twisted.logger import LogLevel
 
 from quayd.config import (
     DEFAULT_LISTEN,
+    AuthConfig,
     Config,
     ConfigError,
     DatabaseConfig,
@@ -118,6 +119,10 @@ def test_config_defaults_from_empty_file(workdir: Path) -> None:
             auto_mount=True,
         ),
         logging=LoggingConfig(format="text", level="info"),
+        auth=AuthConfig(
+            token_signing_key_file=data / "keys" / "token-signing.pem",
+            secret_key_file=data / "keys" / "secret.key",
+        ),
         source=str(workdir / "quayd.yaml"),
     )
 
