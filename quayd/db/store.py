@@ -221,10 +221,20 @@ class MetadataStore:
     # Manifests and tags
 
     async def put_manifest(
-        self, repo: RepositoryName, manifest: ParsedManifest, content: bytes, tag: Tag | None
-    ) -> None:
+        self,
+        repo: RepositoryName,
+        manifest: ParsedManifest,
+        content: bytes,
+        tag: Tag | None,
+        principal: str = "anonymous",
+    ) -> bool:
         """
-        Store a manifest and move C{tag} to it, in one transaction.
+        Store a manifest and move C{tag} to it, in one transaction; if the
+        repository has webhooks, the same transaction queues the push in the
+        outbox, so an acknowledged push is never lost.
+
+        @param principal: Who pushed (push events are coalesced per principal).
+        @return: Whether a push event was queued.
 
         @raise ManifestBlobUnknown: If a referenced blob is not linked to C{repo}.
         @raise ManifestChildUnknown: If a referenced child manifest is not in C{repo}.
@@ -233,7 +243,7 @@ class MetadataStore:
         digest = str(manifest.digest)
         name = str(repo)
 
-        async def body(txn: Transaction) -> None:
+        async def body(txn: Transaction) -> bool:
             await self._ensure_repository(txn, repo)
             for blob in dict.fromkeys(manifest.required_blobs):
                 rows = await txn.execute(
@@ -287,8 +297,19 @@ class MetadataStore:
                     "manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
                     (name, str(tag), digest, now),
                 )
+            hooks = await txn.execute("SELECT 1 FROM webhook WHERE repository = ? LIMIT 1", (name,))
+            if not hooks:
+                return False
+            visibility = await txn.execute("SELECT visibility FROM repository WHERE name = ?", (name,))
+            image = manifest.config.digest if manifest.config is not None else manifest.digest
+            await txn.execute(
+                "INSERT INTO push_outbox (repository, principal, manifest_digest, tag, image_id, visibility, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, principal, digest, None if tag is None else str(tag), image.hex, visibility[0][0], now),
+            )
+            return True
 
-        await self._db.run_interaction(body)
+        return await self._db.run_interaction(body)
 
     async def get_manifest_by_digest(self, repo: RepositoryName, digest: Digest) -> ManifestRecord | None:
         """The manifest with C{digest} in C{repo}, or C{None}."""

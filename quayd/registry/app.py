@@ -8,6 +8,7 @@ seam, make one service call, render.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import cast
 from urllib.parse import urlencode
 
@@ -106,6 +107,7 @@ class RegistryApp:
         delete_enabled: bool = True,
         auto_mount: bool = True,
         token_endpoint: TokenEndpoint | None = None,
+        on_push: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._blobs = blobs
@@ -115,6 +117,7 @@ class RegistryApp:
         self._delete_enabled = delete_enabled
         self._auto_mount = auto_mount
         self._token_endpoint = token_endpoint
+        self._on_push = on_push
         self.sink_factory = UploadSinkFactory(uploads, authorizer)
 
     # Errors
@@ -407,7 +410,7 @@ class RegistryApp:
         """Store a manifest and, for a tag reference, point the tag at it."""
         repo = RepositoryName.parse(name)
         ref = Reference.parse(reference)
-        await self._authorizer.authorize(
+        principal = await self._authorizer.authorize(
             request.requestHeaders,
             repo,
             client=_client(request),
@@ -427,7 +430,9 @@ class RegistryApp:
                 f"manifest digest {manifest.digest} does not match reference {ref.digest}",
                 detail={"expected": str(ref.digest), "actual": str(manifest.digest)},
             )
-        await self._store.put_manifest(repo, manifest, content, ref.tag)
+        queued = await self._store.put_manifest(repo, manifest, content, ref.tag, principal.subject)
+        if queued and self._on_push is not None:
+            self._on_push()
         request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
         request.setResponseCode(201)
         _set(request, "Location", f"/v2/{repo}/manifests/{manifest.digest}")

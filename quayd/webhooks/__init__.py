@@ -1,0 +1,3 @@
+"""
+Push webhooks: payloads, target checks and the delivery dispatcher.
+"""
