@@ -21,7 +21,7 @@ import math
 import os
 import re
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Final, Literal, TypeVar
@@ -33,20 +33,44 @@ from twisted.logger import LogLevel
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "NAMESPACE_NAME",
+    "OWNERS_TEAM",
+    "PERMISSION_KINDS",
+    "REPOSITORY_ROLES",
+    "ROBOT_NAME",
+    "TEAM_NAME",
+    "TEAM_ROLES",
+    "TOKEN_ROLES",
+    "VISIBILITIES",
+    "AuthConfig",
     "Config",
     "ConfigError",
     "ConfigPath",
     "DatabaseBackend",
     "DatabaseConfig",
+    "DeclaredObjects",
     "LogFormat",
     "LogLevelName",
     "LoggingConfig",
+    "OrganizationConfig",
+    "PermissionConfig",
+    "PermissionKind",
     "RegistryConfig",
+    "RepositoryConfig",
+    "RepositoryRole",
+    "RepositoryTokenConfig",
+    "RobotConfig",
     "Scheme",
     "ServerConfig",
     "StorageConfig",
     "StorageDriver",
+    "TeamConfig",
+    "TeamRole",
+    "TokenRole",
+    "UserConfig",
+    "Visibility",
     "load_config",
+    "namespace_problem",
     "parse_config",
 ]
 
@@ -65,6 +89,49 @@ _SCHEMES: Final[tuple[Scheme, ...]] = ("http", "https")
 _STORAGE_DRIVERS: Final[tuple[StorageDriver, ...]] = ("filesystem",)
 _LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("text", "json")
 _LOG_LEVELS: Final[tuple[LogLevelName, ...]] = ("debug", "info", "warn", "error", "critical")
+
+TeamRole = Literal["member", "creator", "admin"]
+RepositoryRole = Literal["read", "write", "admin"]
+TokenRole = Literal["read", "write"]
+Visibility = Literal["private", "public"]
+PermissionKind = Literal["user", "team", "robot"]
+
+TEAM_ROLES: Final[tuple[TeamRole, ...]] = ("member", "creator", "admin")
+REPOSITORY_ROLES: Final[tuple[RepositoryRole, ...]] = ("read", "write", "admin")
+TOKEN_ROLES: Final[tuple[TokenRole, ...]] = ("read", "write")
+VISIBILITIES: Final[tuple[Visibility, ...]] = ("private", "public")
+PERMISSION_KINDS: Final[tuple[PermissionKind, ...]] = ("user", "team", "robot")
+
+OWNERS_TEAM: Final = "owners"
+"""
+The team every organization has, with the role C{admin}.
+"""
+
+NAMESPACE_NAME: Final = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+"""
+User and organization names: one component of the distribution-spec repository grammar.
+"""
+
+ROBOT_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,254}")
+"""
+Robot names, without the C{namespace+} prefix.
+"""
+
+TEAM_NAME: Final = NAMESPACE_NAME
+"""
+Team names, without the organization: the grammar of user and organization names.
+"""
+
+_MAX_NAME_LENGTH: Final = 255
+_ROBOT_NAME_RULE: Final = (
+    "must start with a lowercase letter, followed by up to 254 lowercase letters, digits or '_'"
+)
+_TEAM_NAME_RULE: Final = (
+    "must be lowercase letters and digits, optionally separated by '.', '_', '__' or '-'"
+    " (as in 'devs' or 'release-managers')"
+)
+_BCRYPT_HASH: Final = re.compile(r"\$2[aby]\$(?P<cost>[0-9]{2})\$[./A-Za-z0-9]{53}")
+_EMAIL: Final = re.compile(r"[^@\s]+@[^@\s]+")
 
 DEFAULT_LISTEN: Final[tuple[str, ...]] = ("tcp:5000:interface=127.0.0.1",)
 """
@@ -117,13 +184,20 @@ class ConfigError(Exception):
         self.path = tuple(path)
         self.message = message
 
+    @property
+    def key_path(self) -> str:
+        """
+        The key path as the operator reads it (C{server.listen[0]}); empty for the file as a whole.
+        """
+        return _format_path(self.path)
+
     def __str__(self) -> str:
         """
         Render the error as shown to the operator.
 
         @return: The key path and the message.
         """
-        where = _format_path(self.path)
+        where = self.key_path
         return f"{where}: {self.message}" if where else self.message
 
 
@@ -289,6 +363,47 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WebhooksConfig:
+    """
+    Push webhook delivery.
+
+    @ivar timeout: Seconds to wait for a receiver's answer.
+    @ivar initial_backoff: Delay before the first retry; doubles each time (with jitter).
+    @ivar max_backoff: Longest delay between two attempts.
+    @ivar max_age: After this many seconds without success a delivery is marked failed.
+    @ivar concurrency: Deliveries sent at once by one process.
+    @ivar coalesce_window: Writes by one principal to one repository less than this many seconds
+        apart make one push event.
+    @ivar allow_loopback: Allow receivers on loopback addresses (tests, same-host receivers).
+    @ivar allow_private: Allow receivers on private, unique-local and CGNAT addresses.
+    """
+
+    timeout: float = 10.0
+    initial_backoff: float = 1.0
+    max_backoff: float = 3600.0
+    max_age: float = 86400.0
+    concurrency: int = 8
+    coalesce_window: float = 2.0
+    allow_loopback: bool = False
+    allow_private: bool = False
+
+    def __post_init__(self) -> None:
+        """
+        @raise ConfigError: If a value is out of range.
+        """
+        if not 0 < self.timeout <= 300:
+            raise ConfigError(("webhooks", "timeout"), "must be > 0 and <= 300 seconds")
+        if not 0 < self.initial_backoff <= self.max_backoff:
+            raise ConfigError(("webhooks", "initial_backoff"), "must be > 0 and <= max_backoff")
+        if not self.max_age > 0:
+            raise ConfigError(("webhooks", "max_age"), "must be greater than 0")
+        if not 1 <= self.concurrency <= 256:
+            raise ConfigError(("webhooks", "concurrency"), "must be between 1 and 256")
+        if not 0 <= self.coalesce_window <= 60:
+            raise ConfigError(("webhooks", "coalesce_window"), "must be between 0 and 60 seconds")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuthConfig:
     """
     Authentication: key files, token lifetime, superusers.
@@ -320,6 +435,238 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RobotConfig:
+    """
+    A robot account declared in the configuration: C{namespace+name}.
+
+    Its token is generated when the robot is created (and kept afterwards), unless
+    C{token_file} names a file holding the token to use.
+
+    @ivar name: The robot's own name, without the namespace (C{[a-z][a-z0-9_]{0,254}}).
+    @ivar description: Its description; C{None} leaves the current one as it is.
+    @ivar token_file: Absolute path of a file holding the token, read at apply time; C{None}
+        to have quayd generate one.
+    """
+
+    name: str
+    description: str | None = None
+    token_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        """
+        Validate the values, also when the object is built directly in code.
+
+        @raise ConfigError: If the name does not follow the robot name grammar.
+        """
+        if not ROBOT_NAME.fullmatch(self.name):
+            raise ConfigError(("robots", "name"), _ROBOT_NAME_RULE)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserConfig:
+    """
+    A user declared in the configuration.
+
+    At most one of C{password_hash} and C{password_file} is set; with neither, the configuration
+    does not manage the password (a user it creates has no password login).
+
+    @ivar name: The user name, which is also a namespace.
+    @ivar email: The email address; C{None} leaves the current one as it is.
+    @ivar password_hash: A bcrypt hash (C{$2a$}, C{$2b$} or C{$2y$}), as C{htpasswd -nbB} prints.
+    @ivar password_file: Absolute path of a file holding the password in clear, read and hashed
+        at apply time.
+    @ivar robots: Robot accounts of the user's namespace.
+    """
+
+    name: str
+    email: str | None = None
+    password_hash: str | None = field(default=None, repr=False)
+    password_file: Path | None = None
+    robots: tuple[RobotConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        """
+        Validate the values, also when the object is built directly in code.
+
+        @raise ConfigError: If the name, the hash or the password settings are invalid.
+        """
+        problem = namespace_problem(self.name)
+        if problem is not None:
+            raise ConfigError(("users", "name"), problem)
+        if self.password_hash is not None and self.password_file is not None:
+            raise ConfigError(("users", "password_hash"), "give password_hash or password_file, not both")
+        if self.password_hash is not None:
+            problem = _bcrypt_problem(self.password_hash)
+            if problem is not None:
+                raise ConfigError(("users", "password_hash"), problem)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TeamConfig:
+    """
+    A team of an organization declared in the configuration.
+
+    @ivar name: The team name (lowercase letters and digits with C{.}, C{_}, C{-} separators);
+        C{owners} always exists, with role C{admin}.
+    @ivar role: C{member}, C{creator} (may create repositories) or C{admin}.
+    @ivar description: Its description; C{None} leaves the current one as it is.
+    @ivar members: User names; the declared list is the whole membership.
+    """
+
+    name: str
+    role: TeamRole = "member"
+    description: str | None = None
+    members: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        """
+        Validate the values, also when the object is built directly in code.
+
+        @raise ConfigError: If the name or role is invalid.
+        """
+        if not _valid_team_name(self.name):
+            raise ConfigError(("teams", "name"), _TEAM_NAME_RULE)
+        if self.role not in TEAM_ROLES:
+            raise ConfigError(("teams", "role"), f"must be one of {_listing(TEAM_ROLES)}")
+        if self.name == OWNERS_TEAM and self.role != "admin":
+            raise ConfigError(("teams", "role"), "the owners team always has the role admin")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrganizationConfig:
+    """
+    An organization declared in the configuration.
+
+    @ivar name: The organization name, which is also a namespace.
+    @ivar email: The email address given when the organization is created.
+    @ivar teams: Declared teams; C{owners} exists whether declared or not.
+    @ivar robots: Robot accounts of the organization's namespace.
+    """
+
+    name: str
+    email: str | None = None
+    teams: tuple[TeamConfig, ...] = ()
+    robots: tuple[RobotConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        """
+        Validate the values, also when the object is built directly in code.
+
+        @raise ConfigError: If the name does not follow the namespace grammar.
+        """
+        problem = namespace_problem(self.name)
+        if problem is not None:
+            raise ConfigError(("organizations", "name"), problem)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PermissionConfig:
+    """
+    A direct role on a repository, for a user, a team of the repository's organization, or a
+    robot of the repository's namespace.
+
+    @ivar kind: C{user}, C{team} or C{robot}.
+    @ivar subject: The user name, the team name (without the organization) or the robot's full
+        name C{namespace+name}.
+    @ivar role: C{read}, C{write} or C{admin}.
+    """
+
+    kind: PermissionKind
+    subject: str
+    role: RepositoryRole
+
+    def __post_init__(self) -> None:
+        """
+        Validate the values, also when the object is built directly in code.
+
+        @raise ConfigError: If the kind or role is unknown.
+        """
+        if self.kind not in PERMISSION_KINDS:
+            raise ConfigError(("permissions",), f"must name one of {_listing(PERMISSION_KINDS)}")
+        if self.role not in REPOSITORY_ROLES:
+            raise ConfigError(("permissions", "role"), f"must be one of {_listing(REPOSITORY_ROLES)}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RepositoryTokenConfig:
+    """
+    A repository token (used with the user name C{$token}), identified by its description.
+
+    @ivar description: What the token is for; unique within the repository.
+    @ivar role: C{read} or C{write}.
+    @ivar token_file: Absolute path of a file holding the token, read at apply time; C{None} to
+        have quayd generate one.
+    """
+
+    description: str
+    role: TokenRole
+    token_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        """
+        Validate the values, also when the object is built directly in code.
+
+        @raise ConfigError: If the description is empty or the role unknown.
+        """
+        if not self.description:
+            raise ConfigError(("tokens", "description"), "must not be empty")
+        if self.role not in TOKEN_ROLES:
+            raise ConfigError(("tokens", "role"), f"must be one of {_listing(TOKEN_ROLES)}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RepositoryConfig:
+    """
+    A repository declared in the configuration (its access settings; content arrives by push).
+
+    @ivar name: C{namespace/name}; the namespace is a declared user or organization, or one that
+        exists in the database.
+    @ivar visibility: C{private} or C{public} (anyone may pull).
+    @ivar permissions: Direct roles; the declared list is the whole set the configuration manages.
+    @ivar tokens: Repository tokens, identified by their descriptions.
+    """
+
+    name: str
+    visibility: Visibility = "private"
+    permissions: tuple[PermissionConfig, ...] = ()
+    tokens: tuple[RepositoryTokenConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        """
+        Validate the values, also when the object is built directly in code.
+
+        @raise ConfigError: If the name or the visibility is invalid.
+        """
+        problem = _repository_problem(self.name)
+        if problem is not None:
+            raise ConfigError(("repositories", "name"), problem)
+        if self.visibility not in VISIBILITIES:
+            raise ConfigError(("repositories", "visibility"), f"must be one of {_listing(VISIBILITIES)}")
+
+    @property
+    def namespace(self) -> str:
+        """
+        The owning user or organization: the first path component.
+        """
+        return self.name.split("/", 1)[0]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeclaredObjects:
+    """
+    Everything the configuration declares for the reconciler to apply.
+
+    @ivar users: Declared users with their robots.
+    @ivar organizations: Declared organizations with their teams and robots.
+    @ivar repositories: Declared repositories with their permissions and tokens.
+    """
+
+    users: tuple[UserConfig, ...] = ()
+    organizations: tuple[OrganizationConfig, ...] = ()
+    repositories: tuple[RepositoryConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """
     The whole, validated configuration.
@@ -330,7 +677,11 @@ class Config:
     @ivar database: The metadata database.
     @ivar registry: Limits and switches of the distribution API.
     @ivar logging: Log format and level.
+    @ivar auth: Key files, token lifetime and superusers.
     @ivar source: Where the configuration came from (the file name), for messages.
+    @ivar users: Declared users (section C{users}), applied by the reconciler.
+    @ivar organizations: Declared organizations (section C{organizations}).
+    @ivar repositories: Declared repositories (section C{repositories}).
     """
 
     data_dir: Path
@@ -341,6 +692,10 @@ class Config:
     logging: LoggingConfig
     auth: AuthConfig
     source: str
+    webhooks: WebhooksConfig = field(default_factory=lambda: WebhooksConfig())
+    users: tuple[UserConfig, ...] = ()
+    organizations: tuple[OrganizationConfig, ...] = ()
+    repositories: tuple[RepositoryConfig, ...] = ()
 
     def __post_init__(self) -> None:
         """
@@ -350,6 +705,15 @@ class Config:
         """
         if not self.data_dir.is_absolute():
             raise ConfigError(("data_dir",), "must be an absolute path")
+
+    @property
+    def declared(self) -> DeclaredObjects:
+        """
+        The declared users, organizations and repositories, for the reconciler.
+        """
+        return DeclaredObjects(
+            users=self.users, organizations=self.organizations, repositories=self.repositories
+        )
 
 
 def load_config(path: str | Path) -> Config:
@@ -382,17 +746,85 @@ def parse_config(data: object, *, source: str) -> Config:
     @return: The validated configuration.
     @raise ConfigError: On the first unknown key, wrong type or out-of-range value.
     """
-    root = _mapping(data, (), ("data_dir", "server", "storage", "database", "registry", "logging", "auth"))
+    root = _mapping(
+        data,
+        (),
+        (
+            "data_dir",
+            "server",
+            "storage",
+            "database",
+            "registry",
+            "logging",
+            "auth",
+            "webhooks",
+            "users",
+            "organizations",
+            "repositories",
+        ),
+    )
     data_dir = _absolute(_non_empty_string(root.get("data_dir", _DEFAULT_DATA_DIR), ("data_dir",)))
+    server = _parse_server(root.get("server"), ("server",))
+    storage = _parse_storage(root.get("storage"), ("storage",), data_dir)
+    database = _parse_database(root.get("database"), ("database",), data_dir)
+    registry = _parse_registry(root.get("registry"), ("registry",))
+    logging = _parse_logging(root.get("logging"), ("logging",))
+    auth = _parse_auth(root.get("auth"), ("auth",), data_dir)
+    declared = DeclaredObjects(
+        users=_parse_users(root.get("users"), ("users",)),
+        organizations=_parse_organizations(root.get("organizations"), ("organizations",)),
+        repositories=_parse_repositories(root.get("repositories"), ("repositories",)),
+    )
+    _check_references(declared)
     return Config(
         data_dir=data_dir,
-        server=_parse_server(root.get("server"), ("server",)),
-        storage=_parse_storage(root.get("storage"), ("storage",), data_dir),
-        database=_parse_database(root.get("database"), ("database",), data_dir),
-        registry=_parse_registry(root.get("registry"), ("registry",)),
-        logging=_parse_logging(root.get("logging"), ("logging",)),
-        auth=_parse_auth(root.get("auth"), ("auth",), data_dir),
+        server=server,
+        storage=storage,
+        database=database,
+        registry=registry,
+        logging=logging,
+        auth=auth,
         source=source,
+        webhooks=_parse_webhooks(root.get("webhooks"), ("webhooks",)),
+        users=declared.users,
+        organizations=declared.organizations,
+        repositories=declared.repositories,
+    )
+
+
+def _parse_webhooks(data: object, path: ConfigPath) -> WebhooksConfig:
+    """
+    Validate the C{webhooks} section (delivery settings).
+
+    @param data: The section, or C{None} when absent or empty.
+    @param path: The section's key path.
+    @return: The validated section.
+    """
+    names = (
+        "timeout",
+        "initial_backoff",
+        "max_backoff",
+        "max_age",
+        "concurrency",
+        "coalesce_window",
+        "allow_loopback",
+        "allow_private",
+    )
+    section = _mapping(data, path, names)
+    defaults = WebhooksConfig()
+    return WebhooksConfig(
+        timeout=_number(section.get("timeout", defaults.timeout), (*path, "timeout")),
+        initial_backoff=_number(
+            section.get("initial_backoff", defaults.initial_backoff), (*path, "initial_backoff")
+        ),
+        max_backoff=_number(section.get("max_backoff", defaults.max_backoff), (*path, "max_backoff")),
+        max_age=_number(section.get("max_age", defaults.max_age), (*path, "max_age")),
+        concurrency=_integer(section.get("concurrency", defaults.concurrency), (*path, "concurrency")),
+        coalesce_window=_number(
+            section.get("coalesce_window", defaults.coalesce_window), (*path, "coalesce_window")
+        ),
+        allow_loopback=_boolean(section.get("allow_loopback", False), (*path, "allow_loopback")),
+        allow_private=_boolean(section.get("allow_private", False), (*path, "allow_private")),
     )
 
 
@@ -559,6 +991,447 @@ def _parse_logging(data: object, path: ConfigPath) -> LoggingConfig:
         format=_choice(section.get("format", "text"), (*path, "format"), _LOG_FORMATS),
         level=_choice(section.get("level", "info"), (*path, "level"), _LOG_LEVELS),
     )
+
+
+def _parse_users(data: object, path: ConfigPath) -> tuple[UserConfig, ...]:
+    """
+    Validate the C{users} section.
+
+    @param data: The section: a list of mappings, or C{None} when absent or empty.
+    @param path: The section's key path.
+    @return: The declared users.
+    """
+    users: list[UserConfig] = []
+    for index, item in enumerate(_list(data, path)):
+        where = (*path, index)
+        section = _mapping(item, where, ("name", "email", "password_hash", "password_file", "robots"))
+        name = _namespace(section.get("name"), (*where, "name"))
+        if any(user.name == name for user in users):
+            raise ConfigError((*where, "name"), f"user {name!r} is declared twice")
+        password_hash = section.get("password_hash")
+        password_file = section.get("password_file")
+        if password_hash is not None and password_file is not None:
+            raise ConfigError(where, "give password_hash or password_file, not both")
+        hash_text = None
+        if password_hash is not None:
+            hash_text = _string(password_hash, (*where, "password_hash"))
+            problem = _bcrypt_problem(hash_text)
+            if problem is not None:
+                raise ConfigError((*where, "password_hash"), problem)
+        users.append(
+            UserConfig(
+                name=name,
+                email=_email(section.get("email"), (*where, "email")),
+                password_hash=hash_text,
+                password_file=_optional_path(password_file, (*where, "password_file")),
+                robots=_parse_robots(section.get("robots"), (*where, "robots")),
+            )
+        )
+    return tuple(users)
+
+
+def _parse_organizations(data: object, path: ConfigPath) -> tuple[OrganizationConfig, ...]:
+    """
+    Validate the C{organizations} section.
+
+    @param data: The section: a list of mappings, or C{None} when absent or empty.
+    @param path: The section's key path.
+    @return: The declared organizations.
+    """
+    organizations: list[OrganizationConfig] = []
+    for index, item in enumerate(_list(data, path)):
+        where = (*path, index)
+        section = _mapping(item, where, ("name", "email", "teams", "robots"))
+        name = _namespace(section.get("name"), (*where, "name"))
+        if any(organization.name == name for organization in organizations):
+            raise ConfigError((*where, "name"), f"organization {name!r} is declared twice")
+        organizations.append(
+            OrganizationConfig(
+                name=name,
+                email=_email(section.get("email"), (*where, "email")),
+                teams=_parse_teams(section.get("teams"), (*where, "teams")),
+                robots=_parse_robots(section.get("robots"), (*where, "robots")),
+            )
+        )
+    return tuple(organizations)
+
+
+def _parse_teams(data: object, path: ConfigPath) -> tuple[TeamConfig, ...]:
+    """
+    Validate the C{teams} list of an organization.
+
+    @param data: The list, or C{None} when absent or empty.
+    @param path: Its key path.
+    @return: The declared teams, each name once.
+    """
+    teams: list[TeamConfig] = []
+    for index, item in enumerate(_list(data, path)):
+        where = (*path, index)
+        section = _mapping(item, where, ("name", "role", "description", "members"))
+        name = _string(_required(section, "name", where), (*where, "name"))
+        if not _valid_team_name(name):
+            raise ConfigError((*where, "name"), _TEAM_NAME_RULE)
+        if any(team.name == name for team in teams):
+            raise ConfigError((*where, "name"), f"team {name!r} is declared twice")
+        role = _choice(
+            section.get("role", "admin" if name == OWNERS_TEAM else "member"), (*where, "role"), TEAM_ROLES
+        )
+        if name == OWNERS_TEAM and role != "admin":
+            raise ConfigError((*where, "role"), "the owners team always has the role admin")
+        members_path = (*where, "members")
+        members = _string_list(section.get("members", []), members_path)
+        for position, member in enumerate(members):
+            problem = namespace_problem(member)
+            if problem is not None:
+                raise ConfigError(
+                    (*members_path, position), f"{member!r} is not a valid user name: {problem}"
+                )
+            if member in members[:position]:
+                raise ConfigError((*members_path, position), f"{member!r} is listed twice")
+        description = section.get("description")
+        teams.append(
+            TeamConfig(
+                name=name,
+                role=role,
+                description=None if description is None else _string(description, (*where, "description")),
+                members=members,
+            )
+        )
+    return tuple(teams)
+
+
+def _parse_robots(data: object, path: ConfigPath) -> tuple[RobotConfig, ...]:
+    """
+    Validate the C{robots} list of a user or organization.
+
+    @param data: The list, or C{None} when absent or empty.
+    @param path: Its key path.
+    @return: The declared robots, each name once.
+    """
+    robots: list[RobotConfig] = []
+    for index, item in enumerate(_list(data, path)):
+        where = (*path, index)
+        section = _mapping(item, where, ("name", "description", "token_file"))
+        name = _string(_required(section, "name", where), (*where, "name"))
+        if not ROBOT_NAME.fullmatch(name):
+            raise ConfigError((*where, "name"), _ROBOT_NAME_RULE)
+        if any(robot.name == name for robot in robots):
+            raise ConfigError((*where, "name"), f"robot {name!r} is declared twice")
+        description = section.get("description")
+        robots.append(
+            RobotConfig(
+                name=name,
+                description=None if description is None else _string(description, (*where, "description")),
+                token_file=_optional_path(section.get("token_file"), (*where, "token_file")),
+            )
+        )
+    return tuple(robots)
+
+
+def _parse_repositories(data: object, path: ConfigPath) -> tuple[RepositoryConfig, ...]:
+    """
+    Validate the C{repositories} section.
+
+    @param data: The section: a list of mappings, or C{None} when absent or empty.
+    @param path: The section's key path.
+    @return: The declared repositories, each name once.
+    """
+    repositories: list[RepositoryConfig] = []
+    for index, item in enumerate(_list(data, path)):
+        where = (*path, index)
+        section = _mapping(item, where, ("name", "visibility", "permissions", "tokens"))
+        name = _string(_required(section, "name", where), (*where, "name"))
+        problem = _repository_problem(name)
+        if problem is not None:
+            raise ConfigError((*where, "name"), problem)
+        if any(repository.name == name for repository in repositories):
+            raise ConfigError((*where, "name"), f"repository {name!r} is declared twice")
+        repositories.append(
+            RepositoryConfig(
+                name=name,
+                visibility=_choice(
+                    section.get("visibility", "private"), (*where, "visibility"), VISIBILITIES
+                ),
+                permissions=_parse_permissions(section.get("permissions"), (*where, "permissions")),
+                tokens=_parse_tokens(section.get("tokens"), (*where, "tokens")),
+            )
+        )
+    return tuple(repositories)
+
+
+def _parse_permissions(data: object, path: ConfigPath) -> tuple[PermissionConfig, ...]:
+    """
+    Validate the C{permissions} list of a repository: C{{user|team|robot: NAME, role: ROLE}}.
+
+    @param data: The list, or C{None} when absent or empty.
+    @param path: Its key path.
+    @return: The declared permissions, each subject once.
+    """
+    permissions: list[PermissionConfig] = []
+    for index, item in enumerate(_list(data, path)):
+        where = (*path, index)
+        section = _mapping(item, where, (*PERMISSION_KINDS, "role"))
+        kinds = [kind for kind in PERMISSION_KINDS if kind in section]
+        if len(kinds) != 1:
+            raise ConfigError(where, f"needs exactly one of {_listing(PERMISSION_KINDS)}, and a role")
+        kind = kinds[0]
+        subject = _string(section[kind], (*where, kind))
+        problem = _subject_problem(kind, subject)
+        if problem is not None:
+            raise ConfigError((*where, kind), problem)
+        if any(p.kind == kind and p.subject == subject for p in permissions):
+            raise ConfigError((*where, kind), f"{kind} {subject!r} is given a role twice")
+        role = _choice(_required(section, "role", where), (*where, "role"), REPOSITORY_ROLES)
+        permissions.append(PermissionConfig(kind=kind, subject=subject, role=role))
+    return tuple(permissions)
+
+
+def _parse_tokens(data: object, path: ConfigPath) -> tuple[RepositoryTokenConfig, ...]:
+    """
+    Validate the C{tokens} list of a repository.
+
+    @param data: The list, or C{None} when absent or empty.
+    @param path: Its key path.
+    @return: The declared tokens, each description once.
+    """
+    tokens: list[RepositoryTokenConfig] = []
+    for index, item in enumerate(_list(data, path)):
+        where = (*path, index)
+        section = _mapping(item, where, ("description", "role", "token_file"))
+        description = _non_empty_string(_required(section, "description", where), (*where, "description"))
+        if any(token.description == description for token in tokens):
+            raise ConfigError(
+                (*where, "description"),
+                f"another token has the description {description!r}; it identifies the token",
+            )
+        tokens.append(
+            RepositoryTokenConfig(
+                description=description,
+                role=_choice(_required(section, "role", where), (*where, "role"), TOKEN_ROLES),
+                token_file=_optional_path(section.get("token_file"), (*where, "token_file")),
+            )
+        )
+    return tuple(tokens)
+
+
+def _check_references(declared: DeclaredObjects) -> None:
+    """
+    Check what the declared objects say about each other; references to objects the
+    configuration does not declare are checked against the database when it is applied.
+
+    Users and organizations share one namespace; team members and user permissions must not
+    name declared organizations; a team permission cannot be given on a repository of a
+    declared user; a robot permission must name a robot of the repository's own namespace.
+
+    @param declared: The parsed C{users}, C{organizations} and C{repositories} sections.
+    @raise ConfigError: Naming the path of the first broken reference.
+    """
+    users = {user.name for user in declared.users}
+    organizations = {organization.name for organization in declared.organizations}
+    for index, organization in enumerate(declared.organizations):
+        if organization.name in users:
+            raise ConfigError(
+                ("organizations", index, "name"),
+                f"{organization.name!r} is also declared as a user;"
+                " users and organizations share one namespace",
+            )
+        for team_index, team in enumerate(organization.teams):
+            for position, member in enumerate(team.members):
+                if member in organizations:
+                    raise ConfigError(
+                        ("organizations", index, "teams", team_index, "members", position),
+                        f"{member!r} is an organization, not a user",
+                    )
+    for index, repository in enumerate(declared.repositories):
+        namespace = repository.namespace
+        for position, permission in enumerate(repository.permissions):
+            where: ConfigPath = ("repositories", index, "permissions", position, permission.kind)
+            if permission.kind == "user" and permission.subject in organizations:
+                raise ConfigError(where, f"{permission.subject!r} is an organization, not a user")
+            if permission.kind == "team" and namespace in users:
+                raise ConfigError(where, f"{namespace!r} is a user; only organizations have teams")
+            if permission.kind == "robot":
+                robot_namespace, _, _ = permission.subject.partition("+")
+                if robot_namespace != namespace:
+                    raise ConfigError(
+                        where,
+                        f"robot {permission.subject!r} belongs to another namespace; only robots of "
+                        f"{namespace!r} may have roles on its repositories",
+                    )
+
+
+def namespace_problem(name: str) -> str | None:
+    """
+    Check a user or organization name.
+
+    @param name: The candidate name.
+    @return: What is wrong with it, or C{None} if it is fine.
+    """
+    if not name:
+        return "must not be empty"
+    if len(name) > _MAX_NAME_LENGTH:
+        return f"must be at most {_MAX_NAME_LENGTH} characters long"
+    if not NAMESPACE_NAME.fullmatch(name):
+        return (
+            "must be lowercase letters and digits, optionally separated by '.', '_', '__' or '-'"
+            " (as in 'acme' or 'build-bot')"
+        )
+    return None
+
+
+def _valid_team_name(name: str) -> bool:
+    """
+    Check a team name.
+
+    @param name: The candidate name, without the organization.
+    @return: Whether it follows L{TEAM_NAME} and is at most 255 characters long.
+    """
+    return len(name) <= _MAX_NAME_LENGTH and TEAM_NAME.fullmatch(name) is not None
+
+
+def _repository_problem(name: str) -> str | None:
+    """
+    Check a declared repository name: C{namespace/name}, following the distribution-spec
+    grammar.
+
+    @param name: The candidate name.
+    @return: What is wrong with it, or C{None} if it is fine.
+    """
+    if len(name) > _MAX_NAME_LENGTH:
+        return f"must be at most {_MAX_NAME_LENGTH} characters long"
+    components = name.split("/")
+    if len(components) < 2:
+        return "must be 'namespace/name', as in 'acme/app'"
+    if not all(NAMESPACE_NAME.fullmatch(component) for component in components):
+        return (
+            "each '/'-separated part must be lowercase letters and digits, optionally separated by"
+            " '.', '_', '__' or '-'"
+        )
+    return None
+
+
+def _subject_problem(kind: PermissionKind, subject: str) -> str | None:
+    """
+    Check the subject of a declared repository permission.
+
+    @param kind: C{user}, C{team} or C{robot}.
+    @param subject: A user name, a team name, or a robot's C{namespace+name}.
+    @return: What is wrong with it, or C{None} if it is fine.
+    """
+    if kind == "user":
+        problem = namespace_problem(subject)
+        return None if problem is None else f"{subject!r} is not a valid user name: {problem}"
+    if kind == "team":
+        return (
+            None if _valid_team_name(subject) else f"{subject!r} is not a valid team name: {_TEAM_NAME_RULE}"
+        )
+    namespace, plus, robot = subject.partition("+")
+    if not plus or namespace_problem(namespace) is not None or not ROBOT_NAME.fullmatch(robot):
+        return f"{subject!r} is not a robot name; write 'namespace+name', as in 'acme+deploy'"
+    return None
+
+
+def _bcrypt_problem(text: str) -> str | None:
+    """
+    Check a password hash: bcrypt in the modular crypt format, as C{htpasswd -nbB} prints it.
+
+    @param text: The configured hash.
+    @return: What is wrong with it, or C{None} if it is fine. The message never quotes the
+        value.
+    """
+    _, colon, rest = text.partition(":")
+    if colon and rest.startswith("$2"):
+        return "this is an htpasswd line 'user:hash'; give only the hash, after the colon"
+    match = _BCRYPT_HASH.fullmatch(text)
+    if match is None:
+        return (
+            "must be a bcrypt hash as printed by 'htpasswd -nbB user password' (after the colon):"
+            " '$2y$' or '$2b$', a two-digit cost, '$', then 53 characters of [./A-Za-z0-9]"
+        )
+    if not 4 <= int(match["cost"]) <= 31:
+        return "the bcrypt cost must be between 04 and 31"
+    return None
+
+
+def _list(data: object, path: ConfigPath) -> list[object]:
+    """
+    Require a list (of mappings, for the declared objects).
+
+    @param data: The decoded value; C{None} (absent, or present and empty) means an empty list.
+    @param path: Its key path.
+    @return: The list.
+    @raise ConfigError: If the value is not a list.
+    """
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise ConfigError(path, f"expected a list (each item starting with '- '), got {_describe(data)}")
+    return data
+
+
+def _required(section: dict[str, object], key: str, path: ConfigPath) -> object:
+    """
+    Require a key of a mapping to be present and not null.
+
+    @param section: The mapping.
+    @param key: The key.
+    @param path: The mapping's key path.
+    @return: The value.
+    @raise ConfigError: Naming the key's path if it is missing or null.
+    """
+    value = section.get(key)
+    if value is None:
+        raise ConfigError((*path, key), "is required")
+    return value
+
+
+def _namespace(value: object, path: ConfigPath) -> str:
+    """
+    Require a user or organization name.
+
+    @param value: A decoded YAML value; C{None} when the key is missing.
+    @param path: Its key path.
+    @return: The name.
+    @raise ConfigError: If it is missing, not a string, or not a valid name.
+    """
+    if value is None:
+        raise ConfigError(path, "is required")
+    name = _string(value, path)
+    problem = namespace_problem(name)
+    if problem is not None:
+        raise ConfigError(path, problem)
+    return name
+
+
+def _email(value: object, path: ConfigPath) -> str | None:
+    """
+    Require an email address, or null.
+
+    @param value: A decoded YAML value.
+    @param path: Its key path.
+    @return: The address, or C{None}.
+    @raise ConfigError: If the value is not a string of the form C{local@domain}.
+    """
+    if value is None:
+        return None
+    text = _string(value, path)
+    if not _EMAIL.fullmatch(text):
+        raise ConfigError(path, "must be an email address such as 'alice@example.com', or null")
+    return text
+
+
+def _optional_path(value: object, path: ConfigPath) -> Path | None:
+    """
+    Require a file path, or null; a relative path is resolved against the working directory.
+
+    @param value: A decoded YAML value.
+    @param path: Its key path.
+    @return: The absolute path, or C{None}.
+    @raise ConfigError: If the value is neither a non-empty string nor null.
+    """
+    if value is None:
+        return None
+    return _absolute(_non_empty_string(value, path))
 
 
 # Scalar and container checks.

@@ -7,27 +7,34 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from treq.client import HTTPClient
 from twisted.application import strports
-from twisted.application.service import IService, MultiService
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool
 
+from quayd.admin.api import AdminApp, mount_admin_api
+from quayd.admin.reconcile import Reconciler
 from quayd.auth.endpoint import TokenEndpoint
 from quayd.auth.keys import SecretBox, load_secret_box, load_signing_key
 from quayd.auth.policy import AccessControl, Credentials, Policy
 from quayd.auth.throttle import LoginThrottle
 from quayd.auth.tokens import TokenService
 from quayd.blocking import ThreadPoolService
-from quayd.config import Config
+from quayd.config import Config, load_config
 from quayd.db.identity import IdentityStore
 from quayd.db.migrations import migrate
 from quayd.db.sqlite import SQLiteDatabase
 from quayd.db.store import MetadataStore
+from quayd.db.webhooks import WebhookStore
 from quayd.http.site import QuaydSite
 from quayd.maintenance import UploadJanitor
 from quayd.registry.app import RegistryApp
 from quayd.registry.uploads import UploadLimits, UploadService
 from quayd.storage.filesystem import FilesystemBlobStore
+from quayd.webhooks.dispatcher import DispatchSettings, WebhookDispatcher
+from quayd.webhooks.targets import GuardedEndpointFactory, TargetPolicy
 
 _log = Logger()
 
@@ -50,7 +57,10 @@ class QuaydService(MultiService):
         self.ready: Deferred[None] = Deferred()
         self._uploads: UploadService | None = None
         self.identity: IdentityStore | None = None
+        self.webhooks = WebhookStore(self.database, reactor)
         self.secret_box: SecretBox | None = None
+        self.reconciler: Reconciler | None = None
+        self._reload_requested = False
 
     async def _build_access(self) -> tuple[AccessControl, TokenEndpoint, IdentityStore]:
         config = self._config
@@ -77,6 +87,7 @@ class QuaydService(MultiService):
             max_blob_bytes=config.registry.max_blob_bytes, max_chunk_bytes=config.registry.max_chunk_bytes
         )
         uploads = self._uploads = UploadService(store, blobs, limits)
+        dispatcher = self._webhook_dispatcher()
         registry = RegistryApp(
             store=store,
             blobs=blobs,
@@ -86,9 +97,20 @@ class QuaydService(MultiService):
             max_manifest_bytes=config.registry.max_manifest_bytes,
             delete_enabled=config.registry.delete_enabled,
             auto_mount=config.registry.auto_mount,
+            on_push=dispatcher.wake,
+        )
+        assert self.identity is not None and self.secret_box is not None
+        admin = AdminApp(
+            identity=self.identity,
+            secrets=self.secret_box,
+            access=access,
+            run_blocking=self._pool,
+            superusers=frozenset(config.auth.superusers),
+            managed_source=config.source,
+            clock=self._reactor,
         )
         site = QuaydSite(
-            registry.app.resource(),
+            mount_admin_api(admin.resource(), registry.app.resource()),
             body_sink_factory=registry.sink_factory,
             max_buffered_body=config.registry.max_manifest_bytes,
         )
@@ -98,6 +120,41 @@ class QuaydService(MultiService):
             listener = strports.service(description, site, reactor=self._reactor)
             listener.setName(f"listen:{description}")
             listener.setServiceParent(self)
+
+    def _target_policy(self) -> TargetPolicy:
+        settings = self._config.webhooks
+        return TargetPolicy(allow_loopback=settings.allow_loopback, allow_private=settings.allow_private)
+
+    def _webhook_dispatcher(self) -> WebhookDispatcher:
+        """The webhook dispatcher with its own connection pool and SSRF-guarded agent."""
+        config = self._config
+        settings = config.webhooks
+        assert self.secret_box is not None
+        pool = HTTPConnectionPool(self._reactor, persistent=True)
+        pool.maxPersistentPerHost = 2
+        endpoints = GuardedEndpointFactory(
+            self._reactor, self._pool, self._target_policy(), connect_timeout=min(10.0, settings.timeout)
+        )
+        agent = Agent.usingEndpointFactory(self._reactor, endpoints, pool=pool)
+        dispatcher = WebhookDispatcher(
+            self.webhooks,
+            self.secret_box,
+            HTTPClient(agent),
+            self._reactor,
+            DispatchSettings(
+                timeout=settings.timeout,
+                initial_backoff=settings.initial_backoff,
+                max_backoff=settings.max_backoff,
+                max_age=settings.max_age,
+                concurrency=settings.concurrency,
+                coalesce_window=settings.coalesce_window,
+            ),
+            config.server.hostname,
+            config.server.scheme,
+            close_http=pool.closeCachedConnections,
+        )
+        dispatcher.setServiceParent(self)  # type: ignore[no-untyped-call]  # Twisted's base method is unannotated
+        return dispatcher
 
     def startService(self) -> None:
         """Start the pool, open and migrate the database, then the rest."""
@@ -112,6 +169,7 @@ class QuaydService(MultiService):
         _log.info("database ready at schema version {version}", version=version)
         # Children added while this service is running are started by addService itself.
         access, token_endpoint, self.identity = await self._build_access()
+        await self._reconcile(self.identity)
         self._build(access, token_endpoint)
         _log.info(
             "quayd serving {base_url} on {listen}",
@@ -119,6 +177,38 @@ class QuaydService(MultiService):
             listen=", ".join(self._config.server.listen),
         )
         self.ready.callback(None)
+
+    async def _reconcile(self, identity: IdentityStore) -> None:
+        """
+        Apply the objects the configuration declares, before any listener starts, and keep the
+        reconciler for reloads.
+        """
+        assert self.secret_box is not None
+        reconciler = Reconciler(
+            identity,
+            self.secret_box,
+            self._pool,
+            load_config,
+            self._config.source,
+            running_config=self._config,
+        )
+        reconciler.setServiceParent(self)  # type: ignore[no-untyped-call]  # Twisted's base method is unannotated
+        self.reconciler = reconciler
+        await reconciler.apply(self._config.declared)
+        if self._reload_requested:
+            self._reload_requested = False
+            reconciler.reload()
+
+    def reload(self) -> None:
+        """
+        Re-read the configuration file and apply its declared objects (SIGHUP, on the reactor
+        thread). A reload asked for while quayd is starting runs once the start-up one is done.
+        """
+        if self.reconciler is None:
+            self._reload_requested = True
+            _log.info("reload requested while quayd is starting; it runs once the configuration is applied")
+            return
+        self.reconciler.reload()
 
     def _failed(self, failure: Any) -> None:
         _log.failure("quayd failed to start", failure)
@@ -141,6 +231,6 @@ class QuaydService(MultiService):
         return Deferred.fromCoroutine(stop())
 
 
-def build_service(config: Config, reactor: Any) -> IService:
+def build_service(config: Config, reactor: Any) -> QuaydService:
     """The root service for C{config}."""
     return QuaydService(config, reactor)

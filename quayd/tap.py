@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
 from typing import Any, ClassVar
 
@@ -44,7 +45,8 @@ class Options(usage.Options):
         to twistd's C{--logfile} when one is given, else to standard output.
         """
         try:
-            self.config = load_config(self["config"])
+            # An absolute path, so that reloads find the file even if twistd changes directory.
+            self.config = load_config(os.path.abspath(self["config"]))
         except ConfigError as e:
             raise usage.UsageError(f"{self['config']}: {e}") from None
         if self["check-config"]:
@@ -67,19 +69,40 @@ def makeService(options: Options) -> IService:
 
     from quayd.service import build_service
 
-    _survive_sighup(reactor)
-    return build_service(options.config, reactor)
+    service = build_service(options.config, reactor)
+    _handle_sighup(reactor, service.reload)
+    return service
 
 
-def _survive_sighup(reactor: Any) -> None:
+def _handle_sighup(reactor: Any, reload: Callable[[], object]) -> None:
     """
-    Keep SIGHUP (C{systemctl reload quayd}) from ending the daemon, which is its default action.
+    Make SIGHUP (C{systemctl reload quayd}) reload the configuration instead of ending the
+    daemon, which is its default action.
 
-    When quayd logs to a file, L{quayd.logs.observer_from_environment} (called by twistd after
-    this) replaces the handler with one that reopens the file.
+    Until the reactor runs, SIGHUP is only kept from ending the process. When quayd logs to a
+    file, L{quayd.logs.observer_from_environment} (called by twistd after this) installs a
+    handler that reopens the file; once the reactor runs, the reload handler is installed in
+    front of whatever handler is in place then, and calls it first, so that logrotate keeps
+    working.
+
+    @param reactor: The global reactor.
+    @param reload: Called on the reactor thread for every SIGHUP once the reactor runs.
     """
 
-    def on_hup(signum: int, frame: FrameType | None) -> None:
-        reactor.callFromThread(_log.info, "SIGHUP received; restart quayd to apply a new configuration")
+    def while_starting(signum: int, frame: FrameType | None) -> None:
+        reactor.callFromThread(_log.info, "SIGHUP received while quayd is starting; ignored")
 
-    signal.signal(signal.SIGHUP, on_hup)
+    signal.signal(signal.SIGHUP, while_starting)
+
+    def install() -> None:
+        previous = signal.getsignal(signal.SIGHUP)
+        chained = previous if callable(previous) and previous is not while_starting else None
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            if chained is not None:
+                chained(signum, frame)
+            reactor.callFromThread(reload)
+
+        signal.signal(signal.SIGHUP, on_hup)
+
+    reactor.callWhenRunning(install)

@@ -305,7 +305,15 @@ class MetadataStore:
             await txn.execute(
                 "INSERT INTO push_outbox (repository, principal, manifest_digest, tag, image_id, visibility, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, principal, digest, None if tag is None else str(tag), image.hex, visibility[0][0], now),
+                (
+                    name,
+                    principal,
+                    digest,
+                    None if tag is None else str(tag),
+                    image.hex,
+                    visibility[0][0],
+                    now,
+                ),
             )
             return True
 

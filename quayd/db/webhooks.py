@@ -252,9 +252,18 @@ class WebhookStore:
     async def next_due(self) -> float | None:
         """When the earliest pending delivery is due (reactor seconds), if any."""
         rows = await self._db.execute(
-            "SELECT min(max(next_attempt_at, claimed_until)) FROM delivery WHERE state = 'pending'"
+            "SELECT min(CASE WHEN next_attempt_at > claimed_until THEN next_attempt_at "
+            "ELSE claimed_until END) FROM delivery WHERE state = 'pending'"
         )
         return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    async def next_outbox_ready(self, quiet: float) -> float | None:
+        """When the earliest outbox group will have been quiet for C{quiet} seconds, if any."""
+        rows = await self._db.execute(
+            "SELECT min(last_at) FROM (SELECT max(created_at) AS last_at FROM push_outbox "
+            "GROUP BY repository, principal) AS groups"
+        )
+        return None if not rows or rows[0][0] is None else float(rows[0][0]) + quiet
 
     async def record_attempt(
         self,

@@ -23,13 +23,14 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
+from twisted.web.client import ResponseDone, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
 
 from quayd.auth.keys import KeyFileError, SecretBox
 from quayd.db.webhooks import ClaimedDelivery, WebhookStore
 from quayd.errors import JSONValue
 from quayd.webhooks.events import PushRecord, push_payload
+from quayd.webhooks.targets import TargetRefused
 
 _log = Logger()
 
@@ -60,10 +61,20 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def _stop_body(finished: Deferred[bytes]) -> None:
+    """Cancelling a body read (its timeout) stops the transfer."""
+    reader = getattr(finished, "reader", None)
+    stop = getattr(getattr(reader, "transport", None), "stopProducing", None)
+    if stop is not None:
+        stop()
+
+
 class _LimitedBody(Protocol):
     """Reads at most C{limit} bytes of a response body, then stops the transfer."""
 
     def __init__(self, finished: Deferred[bytes], limit: int) -> None:
+        self.finished = finished
+        finished.reader = self  # type: ignore[attr-defined]  # found again by the canceller
         self._finished = finished
         self._limit = limit
         self._data: list[bytes] = []
@@ -121,26 +132,30 @@ class WebhookDispatcher(Service):
         self._timer: IDelayedCall | None = None
         self._polling: Deferred[int] | None = None
         self.in_flight: dict[str, Deferred[None]] = {}
+        self._stopping = False
 
     # Scheduling
 
     def startService(self) -> None:
         """Start polling at once (deliveries left from before a restart are due)."""
         super().startService()  # type: ignore[no-untyped-call]  # Twisted's base method is unannotated
+        self._stopping = False
         self._schedule(0)
 
     def stopService(self) -> Deferred[None]:
         """Stop polling, wait for deliveries in flight, close the connection pool."""
         super().stopService()  # type: ignore[no-untyped-call]  # Twisted's base method is unannotated
+        self._stopping = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
         async def stop() -> None:
-            pending: list[Deferred[Any]] = list(self.in_flight.values())
-            if self._polling is not None:
-                pending.append(self._polling)
-            await DeferredList(pending, consumeErrors=True)
+            while self.in_flight or self._polling is not None:
+                pending: list[Deferred[Any]] = list(self.in_flight.values())
+                if self._polling is not None:
+                    pending.append(self._polling)
+                await DeferredList(pending, consumeErrors=True)
             if self._close_http is not None:
                 await self._close_http()
 
@@ -181,10 +196,14 @@ class WebhookDispatcher(Service):
         )
 
     async def _next_delay(self) -> float:
-        due = await self._store.next_due()
         delay = self._settings.poll_interval
+        now = self._clock.seconds()
+        due = await self._store.next_due()
         if due is not None:
-            delay = min(delay, max(0.05, due - self._clock.seconds()))
+            delay = min(delay, max(0.05, due - now))
+        ready = await self._store.next_outbox_ready(self._settings.coalesce_window)
+        if ready is not None:
+            delay = min(delay, max(0.05, ready - now))
         return delay
 
     # Work
@@ -208,9 +227,13 @@ class WebhookDispatcher(Service):
         free = self._settings.concurrency - len(self.in_flight)
         if free <= 0:
             return 0
-        lease = self._settings.timeout + 60
+        if self._stopping:
+            return 0
+        lease = 2 * self._settings.timeout + 60
         claimed = await self._store.claim_due(free, lease)
         for item in claimed:
+            if item.delivery.id in self.in_flight:
+                continue
             placeholder: Deferred[None] = Deferred()
             self.in_flight[item.delivery.id] = placeholder
             done = Deferred.fromCoroutine(self._safe_deliver(item))
@@ -244,28 +267,44 @@ class WebhookDispatcher(Service):
             try:
                 headers[SIGNATURE_HEADER] = [sign(self._secrets.decrypt(item.secret_ciphertext), body)]
             except KeyFileError:
-                await self._outcome(item, status=None, error="the webhook secret cannot be decrypted")
+                await self._outcome(
+                    item, status=None, error="the webhook secret cannot be decrypted", permanent=True
+                )
                 return
         status: int | None = None
         error: str | None = None
         try:
             response = await self._http.post(
-                item.url, data=body, headers=headers, timeout=self._settings.timeout, allow_redirects=False
+                item.url,
+                data=body,
+                headers=headers,
+                timeout=self._settings.timeout,
+                allow_redirects=False,
+                unbuffered=True,
+                reactor=self._clock,
             )
             status = int(response.code)
-            finished: Deferred[bytes] = Deferred()
-            response.deliverBody(_LimitedBody(finished, self._settings.max_response_bytes))
-            finished.addTimeout(self._settings.timeout, self._clock)
-            await finished
-        except CancelledError:
+            reader = _LimitedBody(Deferred(_stop_body), self._settings.max_response_bytes)
+            reader.finished.addTimeout(self._settings.timeout, self._clock)
+            response.deliverBody(reader)
+            await reader.finished
+        except TargetRefused as e:
+            await self._outcome(item, status=None, error=f"target refused: {e}", permanent=True)
+            return
+        except (CancelledError, TimeoutError):
             error = "timed out"
+        except ResponseNeverReceived as e:
+            cancelled = any(r.check(CancelledError) for r in e.reasons)
+            error = "timed out" if cancelled else f"ResponseNeverReceived: {e}"[:500]
         except Exception as e:  # any transport failure is a failed attempt, retried
             error = f"{type(e).__name__}: {e}"[:500]
         if status is not None and not 200 <= status < 300:
             error = error or f"HTTP {status}"
         await self._outcome(item, status=status, error=error if status is None or status >= 300 else None)
 
-    async def _outcome(self, item: ClaimedDelivery, *, status: int | None, error: str | None) -> None:
+    async def _outcome(
+        self, item: ClaimedDelivery, *, status: int | None, error: str | None, permanent: bool = False
+    ) -> None:
         delivery = item.delivery
         now = self._clock.seconds()
         if error is None and status is not None and 200 <= status < 300:
@@ -280,9 +319,11 @@ class WebhookDispatcher(Service):
                 attempt=delivery.attempts + 1,
             )
             return
-        backoff = min(self._settings.max_backoff, self._settings.initial_backoff * 2**delivery.attempts)
+        backoff = min(
+            self._settings.max_backoff, self._settings.initial_backoff * 2 ** min(delivery.attempts, 62)
+        )
         retry_at = now + backoff * (0.5 + self._rng())
-        if retry_at - delivery.created_at > self._settings.max_age:
+        if permanent or retry_at - delivery.created_at > self._settings.max_age:
             await self._store.record_attempt(
                 delivery.id, delivered=False, status=status, error=error, retry_at=None
             )

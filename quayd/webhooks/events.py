@@ -32,7 +32,8 @@ def push_payload(
 
     @param records: The manifest writes in the order they happened.
     """
-    namespace, _, name = repository.partition("/")
+    namespace, _, rest = repository.partition("/")
+    name = rest or repository
     updated_tags: dict[str, str] = {}
     digests: list[str] = []
     for record in records:

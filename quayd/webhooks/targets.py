@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.web.client import URI
@@ -104,18 +105,25 @@ class _GuardedEndpoint:
             raise TargetRefused(f"{self._host} does not resolve")
         for address in addresses:
             check_address(address, self._factory.policy)
-        address = addresses[0]
         reactor = self._factory.reactor
         timeout = self._factory.connect_timeout
-        endpoint: IStreamClientEndpoint
-        if ":" in address:
-            endpoint = TCP6ClientEndpoint(reactor, address, self._port, timeout=timeout)
-        else:
-            endpoint = TCP4ClientEndpoint(reactor, address, self._port, timeout=timeout)
-        if self._tls:
-            endpoint = wrapClientTLS(optionsForClientTLS(self._host), endpoint)
-        protocol: IProtocol = await endpoint.connect(protocol_factory)
-        return protocol
+        last_error: Exception | None = None
+        for address in dict.fromkeys(addresses):
+            endpoint: IStreamClientEndpoint
+            if ":" in address:
+                endpoint = TCP6ClientEndpoint(reactor, address, self._port, timeout=timeout)
+            else:
+                endpoint = TCP4ClientEndpoint(reactor, address, self._port, timeout=timeout)
+            if self._tls:
+                endpoint = wrapClientTLS(optionsForClientTLS(self._host), endpoint)
+            try:
+                protocol: IProtocol = await endpoint.connect(protocol_factory)
+            except ConnectError as e:
+                last_error = e
+                continue
+            return protocol
+        assert last_error is not None
+        raise last_error
 
 
 @implementer(IAgentEndpointFactory)

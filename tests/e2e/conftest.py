@@ -1,6 +1,7 @@
 """
-Fixtures for the end-to-end tests: a quayd process per test, one private
-C{dockerd} per session, and isolated skopeo and podman helpers.
+Fixtures for the end-to-end tests: a quayd process per test (with a superuser,
+since quayd enforces access control), one private C{dockerd} per session, and
+isolated skopeo and podman helpers (each with credentials of its own).
 
 When a test fails, the tails of the logs of every quayd it started are added
 to its report as a section, so the failure explains itself.
@@ -26,22 +27,33 @@ _QUAYDS = pytest.StashKey[list[QuaydProcess]]()
 
 
 @pytest.fixture
-def quayd_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[QuaydProcess]:
+def quayd_process(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[QuaydProcess]:
     """
-    A running quayd on a free loopback port, with its data in C{tmp_path}.
-
-    It is always stopped in teardown; a test may L{QuaydProcess.kill} and
-    L{QuaydProcess.start} it in between.
+    A quayd on a free loopback port, with its data in C{tmp_path}, prepared but
+    not started, so that a test can seed its database first
+    (L{QuaydProcess.seed}). Its superuser C{tester} is created on the first
+    start. It is always stopped in teardown.
     """
     base = tmp_path / "quayd"
     base.mkdir()
     server = QuaydProcess(base)
     request.node.stash.setdefault(_QUAYDS, []).append(server)
-    server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def quayd_server(quayd_process: QuaydProcess) -> QuaydProcess:
+    """
+    A running quayd (see L{quayd_process}); clients log in as its superuser,
+    L{QuaydProcess.superuser}.
+
+    A test may L{QuaydProcess.kill} and L{QuaydProcess.start} it.
+    """
+    quayd_process.start()
+    return quayd_process
 
 
 @pytest.hookimpl(wrapper=True)

@@ -3,7 +3,9 @@ Real registry clients against a real quayd: skopeo, the docker engine and
 podman push and pull, and an upload that quayd is killed in the middle of.
 
 Every image is built in Python (there is no public registry to pull from);
-each test gets a fresh quayd with its own data directory.
+each test gets a fresh quayd with its own data directory. quayd enforces
+access control: the clients log in as the quayd's superuser, and raw HTTP
+requests carry its Basic credentials.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ def test_skopeo_large_image_round_trip(quayd_server: QuaydProcess, skopeo: Skope
     )
     assert source.layers[1].size > 100 * MiB
     remote = f"docker://{quayd_server.hostport}/team/app:v1"
+    skopeo.login(quayd_server.hostport, quayd_server.superuser)
 
     skopeo.copy(source.reference, remote)
 
@@ -123,7 +126,7 @@ def test_skopeo_large_image_round_trip(quayd_server: QuaydProcess, skopeo: Skope
     assert skopeo.list_tags(f"docker://{quayd_server.hostport}/team/app") == ["v1"]
 
     big = source.layers[1]
-    fetched = http_download(quayd_server.blob_url("team/app", big.digest))
+    fetched = http_download(quayd_server.blob_url("team/app", big.digest), headers=quayd_server.auth_headers)
     assert (fetched.status, fetched.size, fetched.digest) == (200, big.size, big.digest)
 
     pulled_layout = tmp_path / "pulled"
@@ -141,6 +144,7 @@ def test_skopeo_multi_platform_index_round_trip(
     """skopeo --all pushes an amd64+arm64 index and pulls it back with the index and child digests kept."""
     source = build_oci_index_layout(tmp_path / "source", tag="multi")
     remote = f"docker://{quayd_server.hostport}/team/multi:multi"
+    skopeo.login(quayd_server.hostport, quayd_server.superuser)
 
     skopeo.copy(source.reference, remote, all_images=True)
 
@@ -171,6 +175,8 @@ def test_docker_pulls_its_platform_from_index(
     """The docker engine pulls a multi-platform index by tag and gets the child for its architecture."""
     source = build_oci_index_layout(tmp_path / "source", tag="multi")
     child = source.child(_host_architecture())
+    skopeo.login(quayd_server.hostport, quayd_server.superuser)
+    dockerd.login(quayd_server.hostport, quayd_server.superuser)
     skopeo.copy(source.reference, f"docker://{quayd_server.hostport}/team/multi:multi", all_images=True)
     reference = f"{quayd_server.hostport}/team/multi:multi"
 
@@ -189,6 +195,8 @@ def test_docker_push_pull_round_trip(
     source = _small_image(tmp_path / "source", f"docker {tmp_path.name}")
     local = f"quayd-e2e/{tmp_path.name.lower()}:v1"
     remote = f"{quayd_server.hostport}/ns/img:tag1"
+    skopeo.login(quayd_server.hostport, quayd_server.superuser)
+    dockerd.login(quayd_server.hostport, quayd_server.superuser)
     try:
         image_id = dockerd.load(skopeo, source, local)
         assert image_id == source.config.digest
@@ -213,6 +221,7 @@ def test_podman_push_pull_round_trip(quayd_server: QuaydProcess, podman: Podman,
     """podman push and pull over plain HTTP keep the image ID, and quayd serves the pushed digest."""
     source = _small_image(tmp_path / "source", f"podman {tmp_path.name}")
     remote = f"{quayd_server.hostport}/ns/pod:v1"
+    podman.login(quayd_server.hostport, quayd_server.superuser)
     image_id = podman("pull", "--quiet", source.reference).stdout.strip()
     assert f"sha256:{image_id}" == source.config.digest
     podman("tag", image_id, remote)
@@ -222,7 +231,9 @@ def test_podman_push_pull_round_trip(quayd_server: QuaydProcess, podman: Podman,
 
     digest = digest_file.read_text().strip()
     served = http_request(
-        "GET", f"{quayd_server.url}/v2/ns/pod/manifests/v1", headers={"Accept": _ACCEPT_MANIFESTS}
+        "GET",
+        f"{quayd_server.url}/v2/ns/pod/manifests/v1",
+        headers={"Accept": _ACCEPT_MANIFESTS, **quayd_server.auth_headers},
     )
     assert served.status == 200
     assert "sha256:" + hashlib.sha256(served.body).hexdigest() == digest
@@ -275,8 +286,9 @@ def _stream_upload_until_killed(
     baseline = _stored_bytes(server.data_dir)
     sent = staged = 0
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock, blob.open("rb") as body:
+        authorization = "".join(f"{name}: {value}\r\n" for name, value in server.auth_headers.items())
         sock.sendall(
-            f"PATCH {target} HTTP/1.1\r\nHost: {server.hostport}\r\n"
+            f"PATCH {target} HTTP/1.1\r\nHost: {server.hostport}\r\n{authorization}"
             "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
         )
         while staged < kill_after_staged and sent < kill_after_sent:
@@ -295,12 +307,15 @@ def test_upload_killed_midway_leaves_no_blob(
 ) -> None:
     """A blob upload cut by SIGKILL is not visible after restart, and a full push of it then succeeds."""
     base = _small_image(tmp_path / "base", f"crash base {tmp_path.name}")
+    skopeo.login(quayd_server.hostport, quayd_server.superuser)
     skopeo.copy(base.reference, f"docker://{quayd_server.hostport}/crash/base:v1")
     source = build_oci_layout(tmp_path / "source", [b"crash small layer\n", 200 * MiB], tag="v1")
     big = source.layers[1]
     name = "crash/app"
 
-    started = http_request("POST", f"{quayd_server.url}/v2/{name}/blobs/uploads/", body=b"")
+    started = http_request(
+        "POST", f"{quayd_server.url}/v2/{name}/blobs/uploads/", headers=quayd_server.auth_headers, body=b""
+    )
     assert started.status == 202, started.body
     location = urljoin(f"{quayd_server.url}/", started.headers["Location"])
     sent, staged = _stream_upload_until_killed(
@@ -315,7 +330,7 @@ def test_upload_killed_midway_leaves_no_blob(
 
     quayd_server.start()
 
-    head = http_request("HEAD", quayd_server.blob_url(name, big.digest))
+    head = http_request("HEAD", quayd_server.blob_url(name, big.digest), headers=quayd_server.auth_headers)
     assert head.status == 404, f"partial upload visible after the crash (sent {sent}, staged {staged})"
     hex_ = big.digest.partition(":")[2]
     leftovers = [path for path in iter_files(quayd_server.data_dir / "blobs") if hex_ in path.name]
@@ -324,7 +339,7 @@ def test_upload_killed_midway_leaves_no_blob(
 
     skopeo.copy(source.reference, f"docker://{quayd_server.hostport}/{name}:v1")
 
-    fetched = http_download(quayd_server.blob_url(name, big.digest))
+    fetched = http_download(quayd_server.blob_url(name, big.digest), headers=quayd_server.auth_headers)
     assert (fetched.status, fetched.size, fetched.digest) == (200, big.size, big.digest)
     assert sha256_file(quayd_server.committed_blob_path(big.digest)) == big.digest
     assert skopeo.remote_digest(f"docker://{quayd_server.hostport}/{name}:v1") == source.manifest.digest
@@ -335,6 +350,7 @@ def test_skopeo_push_to_stopped_quayd_fails(
 ) -> None:
     """The harness really talks to quayd: once it is stopped, a push to its port fails."""
     source = _small_image(tmp_path / "source", f"stopped {tmp_path.name}")
+    skopeo.login(quayd_server.hostport, quayd_server.superuser)
     quayd_server.stop()
 
     with pytest.raises(CommandFailed):

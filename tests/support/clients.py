@@ -18,6 +18,7 @@ import http.client
 import io
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -27,20 +28,26 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, BinaryIO, Final, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, NoReturn, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+
+from tests.support.identity import IdentitySeeder, Login, daemon_secret_key, seed_database
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 #: Decoded JSON (manifests, configs, index files).
 JSONValue = Any
+T = TypeVar("T")
+
+#: The superuser every L{QuaydProcess} gets unless told otherwise.
+DEFAULT_SUPERUSER: Final = "tester"
 
 OCI_LAYOUT_VERSION: Final = "1.0.0"
 OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
@@ -140,6 +147,7 @@ def run(
     timeout: float = 600.0,
     check: bool = True,
     cwd: Path | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """
     Run a command to completion with captured text output.
@@ -150,19 +158,33 @@ def run(
         L{subprocess.TimeoutExpired} is raised.
     @param check: Raise L{CommandFailed} on a non-zero exit status.
     @param cwd: Working directory.
+    @param input: Text for the command's standard input (a password, say);
+        without it, standard input is C{/dev/null}.
     @return: The completed process.
     """
     full_env = {**os.environ, **(env or {})}
-    result = subprocess.run(
-        list(argv),
-        env=full_env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    if input is None:
+        result = subprocess.run(
+            list(argv),
+            env=full_env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    else:
+        result = subprocess.run(
+            list(argv),
+            env=full_env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            check=False,
+        )
     if check and result.returncode != 0:
         raise CommandFailed(argv, result)
     return result
@@ -322,6 +344,14 @@ class QuaydProcess:
 
     The config is written once; L{start} may be called again after L{stop} or
     L{kill} and reuses the same port, config and data.
+
+    quayd enforces access control, so the config names a superuser (C{tester}
+    by default, L{login}), whose password L{start} sets with C{quayd-admin
+    set-password} before the first start. Clients log in with L{login}; raw
+    HTTP requests send L{auth_headers} (Basic credentials, which the C{/v2}
+    routes accept directly).
+
+    @ivar login: The superuser's credentials, or C{None} without one.
     """
 
     def __init__(
@@ -331,6 +361,7 @@ class QuaydProcess:
         port: int | None = None,
         extra_config: Mapping[str, object] | None = None,
         startup_timeout: float = 20.0,
+        superuser: str | None = DEFAULT_SUPERUSER,
     ) -> None:
         """
         Prepare (but do not start) a quayd process.
@@ -339,8 +370,10 @@ class QuaydProcess:
             directory of C{twistd}, holding C{quayd.yaml}, C{data/} and the logs.
         @param port: Loopback port to listen on; a free one by default.
         @param extra_config: Top-level config keys added to the minimal config
-            (a key given here replaces the default one).
+            (a key given here replaces the default one, C{auth} included).
         @param startup_timeout: Seconds to wait for C{GET /v2/} to answer 200.
+        @param superuser: User created (with a random password) and listed under
+            C{auth.superusers}; C{None} for a registry without users.
         """
         self.base_dir = base_dir
         self.port = port if port is not None else free_port()
@@ -352,8 +385,13 @@ class QuaydProcess:
         self.output_path = base_dir / "quayd.out"
         self.startup_timeout = startup_timeout
         self.twistd = Path(sys.executable).parent / "twistd"
+        self.quayd_admin = Path(sys.executable).parent / "quayd-admin"
         self._process: subprocess.Popen[bytes] | None = None
         self._output: BinaryIO | None = None
+        self.login: Login | None = (
+            Login(username=superuser, password=secrets.token_urlsafe(18)) if superuser is not None else None
+        )
+        self._user_created = False
         config: dict[str, object] = {
             "data_dir": str(self.data_dir),
             "server": {
@@ -363,6 +401,8 @@ class QuaydProcess:
             },
             "logging": {"format": "json"},
         }
+        if superuser is not None:
+            config["auth"] = {"superusers": [superuser]}
         config.update(extra_config or {})
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -382,6 +422,48 @@ class QuaydProcess:
         ]
 
     @property
+    def database_path(self) -> Path:
+        """
+        The daemon's SQLite file (the default C{database} under C{data_dir}).
+        """
+        return self.data_dir / "quayd.sqlite"
+
+    @property
+    def secret_key_path(self) -> Path:
+        """
+        The secret key the daemon generates and loads (C{auth.secret_key_file} unset).
+        """
+        return daemon_secret_key(self.data_dir)
+
+    @property
+    def superuser(self) -> Login:
+        """
+        The superuser's credentials.
+
+        @raise RuntimeError: If this quayd was made without a superuser.
+        """
+        if self.login is None:
+            raise RuntimeError("this quayd has no superuser")
+        return self.login
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """
+        Request headers carrying the superuser's Basic credentials (none without a superuser).
+        """
+        return self.login.headers if self.login is not None else {}
+
+    def seed(self, seed: Callable[[IdentitySeeder], Awaitable[T]]) -> T:
+        """
+        Seed identity state into this quayd's database with the real stores, before
+        it starts or while it runs (the daemon reads the database on every request).
+
+        @param seed: Creates what the test needs; its result is returned.
+        @return: What C{seed} returned.
+        """
+        return seed_database(self.database_path, self.secret_key_path, seed)
+
+    @property
     def running(self) -> bool:
         """
         Whether the process has been started and has not exited.
@@ -399,9 +481,29 @@ class QuaydProcess:
             raise RuntimeError("quayd is not running")
         return self._process.pid
 
+    def create_superuser(self) -> None:
+        """
+        Create the superuser with C{quayd-admin --config CFG set-password NAME}, the
+        password on standard input, as an operator does before the first start.
+
+        @raise QuaydStartError: If C{quayd-admin} is missing or fails.
+        """
+        if self.login is None or self._user_created:
+            return
+        if not self.quayd_admin.exists():
+            raise QuaydStartError(f"{self.quayd_admin} does not exist (is quayd installed beside pytest?)")
+        argv = [str(self.quayd_admin), "--config", str(self.config_path), "set-password", self.login.username]
+        try:
+            run(argv, input=self.login.password + "\n", timeout=60, cwd=self.base_dir)
+        except CommandFailed as e:
+            raise QuaydStartError(f"creating the superuser failed: {e}") from None
+        self._user_created = True
+
     def start(self) -> None:
         """
-        Start C{twistd} and wait until C{GET /v2/} answers 200.
+        Create the superuser (once), start C{twistd} and wait until C{GET /v2/}
+        answers 200 to the superuser's credentials (or, without a superuser,
+        401 with a C{Bearer} challenge).
 
         @raise QuaydStartError: If the process exits first or the wait times out;
             the process is stopped and the message carries the log tails.
@@ -410,6 +512,7 @@ class QuaydProcess:
             raise RuntimeError("quayd is already running")
         if not self.twistd.exists():
             raise QuaydStartError(f"{self.twistd} does not exist (is Twisted installed beside pytest?)")
+        self.create_superuser()
         self._output = self.output_path.open("ab")
         self._process = subprocess.Popen(
             self.argv,
@@ -427,7 +530,8 @@ class QuaydProcess:
 
     def _wait_ready(self) -> None:
         """
-        Poll C{GET /v2/} until it answers 200, the process exits or time runs out.
+        Poll C{GET /v2/} (with the superuser's credentials) until it answers as a
+        ready quayd does, the process exits or time runs out.
 
         @raise QuaydStartError: On exit or timeout.
         """
@@ -440,11 +544,14 @@ class QuaydProcess:
             if code is not None:
                 raise QuaydStartError(f"quayd exited with {code} while starting\n{self.diagnostics()}")
             try:
-                result = http_request("GET", f"{self.url}/v2/", timeout=2.0)
+                result = http_request("GET", f"{self.url}/v2/", headers=self.auth_headers, timeout=2.0)
             except OSError as error:
                 last = f"{type(error).__name__}: {error}"
             else:
-                if result.status == 200:
+                challenge = result.headers.get("WWW-Authenticate", "")
+                if result.status == 200 or (
+                    self.login is None and result.status == 401 and challenge.startswith("Bearer ")
+                ):
                     return
                 last = f"HTTP {result.status}: {result.body[:500]!r}"
             time.sleep(0.1)
@@ -994,18 +1101,32 @@ def layout_blobs(layout: Path) -> dict[str, Path]:
 class Skopeo:
     """
     Runs C{skopeo} against an insecure (plain HTTP) registry.
+
+    Credentials stored by L{login} go to an auth file of this helper's own
+    (C{REGISTRY_AUTH_FILE}), never to the host's, and every command uses it.
     """
 
     def __init__(self, executable: str, work_dir: Path) -> None:
         """
         @param executable: Path of the skopeo binary.
-        @param work_dir: Scratch directory (C{TMPDIR} for skopeo's temporary files).
+        @param work_dir: Scratch directory (C{TMPDIR} for skopeo's temporary
+            files, and the auth file).
         """
         self.executable = executable
         self.work_dir = work_dir
+        self.auth_file = work_dir / "auth.json"
         work_dir.mkdir(parents=True, exist_ok=True)
 
-    def __call__(self, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
+    @property
+    def env(self) -> dict[str, str]:
+        """
+        Environment for skopeo: its scratch directory and its own auth file.
+        """
+        return {"TMPDIR": str(self.work_dir), "REGISTRY_AUTH_FILE": str(self.auth_file)}
+
+    def __call__(
+        self, *args: str, timeout: float = 600.0, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """
         Run C{skopeo --insecure-policy ARGS...}.
 
@@ -1014,14 +1135,40 @@ class Skopeo:
 
         @param args: Subcommand and arguments.
         @param timeout: Seconds before the command is killed.
+        @param check: Raise L{CommandFailed} on a non-zero exit.
+        @param input: Standard input (a password for C{--password-stdin}).
         @return: The completed process.
         @raise CommandFailed: On a non-zero exit.
         """
         return run(
-            [self.executable, "--insecure-policy", *args], env={"TMPDIR": str(self.work_dir)}, timeout=timeout
+            [self.executable, "--insecure-policy", *args],
+            env=self.env,
+            timeout=timeout,
+            check=check,
+            input=input,
         )
 
-    def copy(self, source: str, destination: str, *, all_images: bool = False) -> None:
+    def login(self, registry: str, login: Login) -> None:
+        """
+        C{skopeo login} over plain HTTP, the password on standard input.
+
+        @param registry: C{host:port}.
+        @param login: The credentials.
+        """
+        self(
+            "login",
+            "--tls-verify=false",
+            "--username",
+            login.username,
+            "--password-stdin",
+            registry,
+            input=login.password + "\n",
+            timeout=120,
+        )
+
+    def copy(
+        self, source: str, destination: str, *, all_images: bool = False, src_no_creds: bool = False
+    ) -> None:
         """
         Copy an image without changing any digest, over plain HTTP.
 
@@ -1031,10 +1178,13 @@ class Skopeo:
         @param source: Source reference (C{oci:...}, C{docker://...}).
         @param destination: Destination reference.
         @param all_images: Copy every image of an index (C{--all}).
+        @param src_no_creds: Read the source anonymously (C{--src-no-creds}).
         """
         flags = ["--src-tls-verify=false", "--dest-tls-verify=false", "--preserve-digests", "--retry-times=0"]
         if all_images:
             flags.append("--all")
+        if src_no_creds:
+            flags.append("--src-no-creds")
         self("copy", *flags, source, destination)
 
     def remote_digest(self, reference: str) -> str:
@@ -1062,6 +1212,7 @@ class Skopeo:
         # Text mode would translate newlines; skopeo prints the bytes unchanged.
         result = subprocess.run(
             [self.executable, "--insecure-policy", "inspect", "--tls-verify=false", "--raw", reference],
+            env={**os.environ, **self.env},
             capture_output=True,
             timeout=120,
             stdin=subprocess.DEVNULL,
@@ -1164,7 +1315,7 @@ class DockerDaemon:
         raise RuntimeError(f"dockerd did not answer within {timeout} s: {last}\n{file_tail(self.log_path)}")
 
     def docker(
-        self, *args: str, check: bool = True, timeout: float = 600.0
+        self, *args: str, check: bool = True, timeout: float = 600.0, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """
         Run the docker CLI against this daemon.
@@ -1172,9 +1323,38 @@ class DockerDaemon:
         @param args: Subcommand and arguments.
         @param check: Raise L{CommandFailed} on a non-zero exit.
         @param timeout: Seconds before the command is killed.
+        @param input: Standard input (a password for C{--password-stdin}).
         @return: The completed process.
         """
-        return run([self.docker_cli, *args], env=self.env, check=check, timeout=timeout)
+        return run([self.docker_cli, *args], env=self.env, check=check, timeout=timeout, input=input)
+
+    def login(self, registry: str, login: Login) -> None:
+        """
+        C{docker login} (the password on standard input) into this CLI's private config.
+
+        The engine then authenticates its pushes and pulls to C{registry} with
+        these credentials, fetching bearer tokens as the registry asks.
+
+        @param registry: C{host:port}; loopback registries are plain HTTP to the engine.
+        @param login: The credentials.
+        """
+        self.docker(
+            "login",
+            "--username",
+            login.username,
+            "--password-stdin",
+            registry,
+            input=login.password,
+            timeout=120,
+        )
+
+    def logout(self, registry: str) -> None:
+        """
+        Forget the credentials for C{registry}, so the engine goes anonymous there.
+
+        @param registry: C{host:port}.
+        """
+        self.docker("logout", registry, check=False, timeout=60)
 
     def load(self, skopeo: Skopeo, image: BuiltImage, name: str) -> str:
         """
@@ -1302,16 +1482,18 @@ class Podman:
     @property
     def env(self) -> dict[str, str]:
         """
-        Environment pointing podman at this helper's configuration files.
+        Environment pointing podman at this helper's configuration files and
+        its own auth file (never the host's C{/run/containers/0/auth.json}).
         """
         return {
             "CONTAINERS_CONF": str(self.containers_conf),
             "CONTAINERS_STORAGE_CONF": str(self.storage_conf),
             "TMPDIR": str(self.tmp_dir),
+            "REGISTRY_AUTH_FILE": str(self.base_dir / "auth.json"),
         }
 
     def __call__(
-        self, *args: str, check: bool = True, timeout: float = 600.0
+        self, *args: str, check: bool = True, timeout: float = 600.0, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """
         Run C{podman GLOBAL-OPTIONS ARGS...}.
@@ -1319,9 +1501,34 @@ class Podman:
         @param args: Subcommand and arguments.
         @param check: Raise L{CommandFailed} on a non-zero exit.
         @param timeout: Seconds before the command is killed.
+        @param input: Standard input (a password for C{--password-stdin}).
         @return: The completed process.
         """
-        return run([self.executable, *self.global_args, *args], env=self.env, check=check, timeout=timeout)
+        return run(
+            [self.executable, *self.global_args, *args],
+            env=self.env,
+            check=check,
+            timeout=timeout,
+            input=input,
+        )
+
+    def login(self, registry: str, login: Login) -> None:
+        """
+        C{podman login} over plain HTTP, the password on standard input.
+
+        @param registry: C{host:port}.
+        @param login: The credentials.
+        """
+        self(
+            "login",
+            "--tls-verify=false",
+            "--username",
+            login.username,
+            "--password-stdin",
+            registry,
+            input=login.password + "\n",
+            timeout=120,
+        )
 
     def image_id(self, reference: str) -> str:
         """

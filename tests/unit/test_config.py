@@ -5,7 +5,9 @@ Tests for L{quayd.config}: loading, defaults, and every kind of validation error
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -20,10 +22,18 @@ from quayd.config import (
     Config,
     ConfigError,
     DatabaseConfig,
+    DeclaredObjects,
     LoggingConfig,
+    OrganizationConfig,
+    PermissionConfig,
     RegistryConfig,
+    RepositoryConfig,
+    RepositoryTokenConfig,
+    RobotConfig,
     ServerConfig,
     StorageConfig,
+    TeamConfig,
+    UserConfig,
     load_config,
     parse_config,
 )
@@ -500,3 +510,433 @@ def test_config_python_tag_rejected(workdir: Path) -> None:
     """YAML tags that construct Python objects are refused, as with yaml.safe_load."""
     with pytest.raises(ConfigError, match="is not valid YAML"):
         load_text(workdir, "data_dir: !!python/object/apply:os.getcwd []\n")
+
+
+# Declared users, organizations and repositories.
+
+HASH = "$2b$04$" + "a" * 53
+HTPASSWD_HASH = "$2y$05$" + "b" * 53
+
+
+def declared_document() -> dict[str, object]:
+    """
+    A document declaring every kind of object, as the example in etc/quayd.yaml does.
+    """
+    return {
+        "users": [
+            {
+                "name": "alice",
+                "email": "alice@example.com",
+                "password_hash": HASH,
+                "robots": [{"name": "ci", "description": "CI", "token_file": "/etc/quayd/ci.token"}],
+            },
+            {"name": "bob", "password_file": "/etc/quayd/bob.pw"},
+        ],
+        "organizations": [
+            {
+                "name": "acme",
+                "email": None,
+                "teams": [
+                    {"name": "owners", "role": "admin", "description": "", "members": ["alice"]},
+                    {"name": "devs", "role": "creator", "members": ["bob"]},
+                ],
+                "robots": [{"name": "deploy"}],
+            }
+        ],
+        "repositories": [
+            {
+                "name": "acme/app",
+                "visibility": "public",
+                "permissions": [
+                    {"user": "bob", "role": "read"},
+                    {"team": "devs", "role": "write"},
+                    {"robot": "acme+deploy", "role": "admin"},
+                ],
+                "tokens": [{"description": "ci pull", "role": "read", "token_file": None}],
+            },
+            {"name": "alice/tools"},
+        ],
+    }
+
+
+def test_config_declared_objects_parsed() -> None:
+    """The users, organizations and repositories sections become frozen dataclasses."""
+    config = parse_config(declared_document(), source="<test>")
+    assert config.users == (
+        UserConfig(
+            name="alice",
+            email="alice@example.com",
+            password_hash=HASH,
+            robots=(RobotConfig(name="ci", description="CI", token_file=Path("/etc/quayd/ci.token")),),
+        ),
+        UserConfig(name="bob", password_file=Path("/etc/quayd/bob.pw")),
+    )
+    assert config.organizations == (
+        OrganizationConfig(
+            name="acme",
+            teams=(
+                TeamConfig(name="owners", role="admin", description="", members=("alice",)),
+                TeamConfig(name="devs", role="creator", members=("bob",)),
+            ),
+            robots=(RobotConfig(name="deploy"),),
+        ),
+    )
+    assert config.repositories == (
+        RepositoryConfig(
+            name="acme/app",
+            visibility="public",
+            permissions=(
+                PermissionConfig(kind="user", subject="bob", role="read"),
+                PermissionConfig(kind="team", subject="devs", role="write"),
+                PermissionConfig(kind="robot", subject="acme+deploy", role="admin"),
+            ),
+            tokens=(RepositoryTokenConfig(description="ci pull", role="read"),),
+        ),
+        RepositoryConfig(name="alice/tools", visibility="private"),
+    )
+    assert config.declared == DeclaredObjects(
+        users=config.users, organizations=config.organizations, repositories=config.repositories
+    )
+    assert config.repositories[0].namespace == "acme"
+
+
+def test_config_declared_sections_default_to_empty() -> None:
+    """Without the sections, or with them empty, nothing is declared."""
+    assert parse_config({}, source="<test>").declared == DeclaredObjects()
+    empty: dict[str, object] = {"users": None, "organizations": [], "repositories": None}
+    assert parse_config(empty, source="<test>").declared == DeclaredObjects()
+
+
+def test_config_declared_defaults() -> None:
+    """Team roles default to member (admin for owners); visibility to private; optional text to null."""
+    config = parse_config(
+        {"organizations": [{"name": "acme", "teams": [{"name": "owners"}, {"name": "devs"}]}]},
+        source="<test>",
+    )
+    owners, devs = config.organizations[0].teams
+    assert (owners.role, devs.role) == ("admin", "member")
+    assert devs.description is None and devs.members == ()
+    assert config.organizations[0].email is None
+
+
+def test_config_secret_files_resolved(workdir: Path) -> None:
+    """Relative password_file and token_file paths resolve against the working directory."""
+    config = parse_config(
+        {
+            "users": [
+                {
+                    "name": "bob",
+                    "password_file": "secrets/bob.pw",
+                    "robots": [{"name": "ci", "token_file": "ci"}],
+                }
+            ],
+            "repositories": [
+                {"name": "bob/app", "tokens": [{"description": "d", "role": "write", "token_file": "t"}]}
+            ],
+        },
+        source="<test>",
+    )
+    assert config.users[0].password_file == workdir / "secrets" / "bob.pw"
+    assert config.users[0].robots[0].token_file == workdir / "ci"
+    assert config.repositories[0].tokens[0].token_file == workdir / "t"
+
+
+def test_config_password_hash_not_in_repr() -> None:
+    """A user's password hash is left out of its repr, so that it never reaches a log by accident."""
+    assert HASH not in repr(parse_config(declared_document(), source="<test>"))
+
+
+def test_config_htpasswd_hash_loads_unquoted(workdir: Path) -> None:
+    """A $2y$ hash as htpasswd prints it loads from YAML, quoted or not."""
+    config = load_text(
+        workdir,
+        f"users:\n  - name: alice\n    password_hash: {HTPASSWD_HASH}\n"
+        f"  - name: bob\n    password_hash: '{HASH}'\n",
+    )
+    assert [user.password_hash for user in config.users] == [HTPASSWD_HASH, HASH]
+
+
+def _edited(edit: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    """The declared document with one edit applied."""
+    document: dict[str, Any] = declared_document()
+    edit(document)
+    return document
+
+
+@pytest.mark.parametrize(
+    ("edit", "key_path", "message"),
+    [
+        (lambda d: d.update(users={"name": "alice"}), "users", "expected a list"),
+        (lambda d: d.update(users=["alice"]), "users[0]", "expected a mapping"),
+        (lambda d: d["users"][0].pop("name"), "users[0].name", "is required"),
+        (lambda d: d["users"][0].update(name="Alice"), "users[0].name", "lowercase"),
+        (lambda d: d["users"][0].update(name="al/ice"), "users[0].name", "lowercase"),
+        (lambda d: d["users"][0].update(name="a" * 256), "users[0].name", "at most 255"),
+        (lambda d: d["users"][0].update(passwd="x"), "users[0].passwd", "unknown key"),
+        (lambda d: d["users"][1].update(name="alice"), "users[1].name", "declared twice"),
+        (lambda d: d["users"][0].update(password_file="/pw"), "users[0]", "not both"),
+        (lambda d: d["users"][0].update(password_hash="s3cret"), "users[0].password_hash", "bcrypt hash"),
+        (lambda d: d["users"][0].update(password_hash="$1$abc$def"), "users[0].password_hash", "bcrypt hash"),
+        (lambda d: d["users"][0].update(password_hash=HASH[:-1]), "users[0].password_hash", "bcrypt hash"),
+        (
+            lambda d: d["users"][0].update(password_hash=f"alice:{HASH}"),
+            "users[0].password_hash",
+            "htpasswd line",
+        ),
+        (
+            lambda d: d["users"][0].update(password_hash="$2b$03$" + "a" * 53),
+            "users[0].password_hash",
+            "cost",
+        ),
+        (lambda d: d["users"][0].update(password_hash=12), "users[0].password_hash", "expected a string"),
+        (lambda d: d["users"][1].update(password_file=""), "users[1].password_file", "must not be empty"),
+        (lambda d: d["users"][0].update(email="alice"), "users[0].email", "email address"),
+        (lambda d: d["users"][0].update(robots={"name": "ci"}), "users[0].robots", "expected a list"),
+        (
+            lambda d: d["users"][0]["robots"][0].update(name="CI"),
+            "users[0].robots[0].name",
+            "lowercase letter",
+        ),
+        (
+            lambda d: d["users"][0]["robots"][0].update(name="1ci"),
+            "users[0].robots[0].name",
+            "lowercase letter",
+        ),
+        (
+            lambda d: d["users"][0]["robots"][0].update(name="c-i"),
+            "users[0].robots[0].name",
+            "lowercase letter",
+        ),
+        (lambda d: d["users"][0]["robots"][0].update(token="x"), "users[0].robots[0].token", "unknown key"),
+        (
+            lambda d: d["users"][0]["robots"].append({"name": "ci"}),
+            "users[0].robots[1].name",
+            "declared twice",
+        ),
+        (
+            lambda d: d["organizations"][0].update(name="alice"),
+            "organizations[0].name",
+            "share one namespace",
+        ),
+        (lambda d: d["organizations"].append({"name": "acme"}), "organizations[1].name", "declared twice"),
+        (lambda d: d["organizations"][0].update(owner="alice"), "organizations[0].owner", "unknown key"),
+        (
+            lambda d: d["organizations"][0]["teams"][1].update(role="owner"),
+            "organizations[0].teams[1].role",
+            "one of",
+        ),
+        (
+            lambda d: d["organizations"][0]["teams"][0].update(role="member"),
+            "organizations[0].teams[0].role",
+            "admin",
+        ),
+        (
+            lambda d: d["organizations"][0]["teams"][1].update(name="Devs"),
+            "organizations[0].teams[1].name",
+            "lowercase",
+        ),
+        (
+            lambda d: d["organizations"][0]["teams"].append({"name": "devs"}),
+            "organizations[0].teams[2].name",
+            "twice",
+        ),
+        (
+            lambda d: d["organizations"][0]["teams"][1].update(members="bob"),
+            "organizations[0].teams[1].members",
+            "list",
+        ),
+        (
+            lambda d: d["organizations"][0]["teams"][1].update(members=["bob", "bob"]),
+            "organizations[0].teams[1].members[1]",
+            "listed twice",
+        ),
+        (
+            lambda d: d["organizations"][0]["teams"][1].update(members=["Bob"]),
+            "organizations[0].teams[1].members[0]",
+            "not a valid user name",
+        ),
+        (
+            lambda d: d["organizations"][0]["teams"][1].update(members=["acme"]),
+            "organizations[0].teams[1].members[0]",
+            "is an organization",
+        ),
+        (lambda d: d["repositories"][0].update(name="app"), "repositories[0].name", "namespace/name"),
+        (lambda d: d["repositories"][0].update(name="acme/App"), "repositories[0].name", "lowercase"),
+        (lambda d: d["repositories"][1].update(name="acme/app"), "repositories[1].name", "declared twice"),
+        (lambda d: d["repositories"][0].update(visibility="hidden"), "repositories[0].visibility", "one of"),
+        (lambda d: d["repositories"][0].update(tags=[]), "repositories[0].tags", "unknown key"),
+        (
+            lambda d: d["repositories"][0]["permissions"].append({"role": "read"}),
+            "repositories[0].permissions[3]",
+            "exactly one of user, team, robot",
+        ),
+        (
+            lambda d: d["repositories"][0]["permissions"].append({"user": "x", "team": "y", "role": "read"}),
+            "repositories[0].permissions[3]",
+            "exactly one of",
+        ),
+        (
+            lambda d: d["repositories"][0]["permissions"][0].pop("role"),
+            "repositories[0].permissions[0].role",
+            "is required",
+        ),
+        (
+            lambda d: d["repositories"][0]["permissions"][0].update(role="owner"),
+            "repositories[0].permissions[0].role",
+            "one of read, write, admin",
+        ),
+        (
+            lambda d: d["repositories"][0]["permissions"].append({"user": "bob", "role": "write"}),
+            "repositories[0].permissions[3].user",
+            "twice",
+        ),
+        (
+            lambda d: d["repositories"][0]["permissions"][2].update(robot="deploy"),
+            "repositories[0].permissions[2].robot",
+            "namespace+name",
+        ),
+        (
+            lambda d: d["repositories"][0]["permissions"][2].update(robot="alice+ci"),
+            "repositories[0].permissions[2].robot",
+            "another namespace",
+        ),
+        (
+            lambda d: d["repositories"][0]["permissions"][0].update(user="acme"),
+            "repositories[0].permissions[0].user",
+            "is an organization",
+        ),
+        (
+            lambda d: d["repositories"][1].update(permissions=[{"team": "devs", "role": "read"}]),
+            "repositories[1].permissions[0].team",
+            "only organizations have teams",
+        ),
+        (
+            lambda d: d["repositories"][0]["permissions"][1].update(team="acme/devs"),
+            "repositories[0].permissions[1].team",
+            "not a valid team name",
+        ),
+        (
+            lambda d: d["repositories"][0]["tokens"][0].pop("description"),
+            "repositories[0].tokens[0].description",
+            "is required",
+        ),
+        (
+            lambda d: d["repositories"][0]["tokens"][0].update(description=""),
+            "repositories[0].tokens[0].description",
+            "must not be empty",
+        ),
+        (
+            lambda d: d["repositories"][0]["tokens"][0].update(role="admin"),
+            "repositories[0].tokens[0].role",
+            "one of read, write",
+        ),
+        (
+            lambda d: d["repositories"][0]["tokens"].append({"description": "ci pull", "role": "write"}),
+            "repositories[0].tokens[1].description",
+            "identifies the token",
+        ),
+        (
+            lambda d: d["repositories"][0]["tokens"][0].update(token="abc"),
+            "repositories[0].tokens[0].token",
+            "unknown key",
+        ),
+    ],
+)
+def test_config_declared_invalid_rejected(
+    edit: Callable[[dict[str, Any]], object], key_path: str, message: str
+) -> None:
+    """Every invalid declared value is refused, naming its key path."""
+    error = config_error(_edited(edit))
+    assert error.key_path == key_path
+    assert str(error).startswith(f"{key_path}: ")
+    assert message in error.message
+
+
+def test_config_declared_error_never_quotes_password_hash() -> None:
+    """An invalid password hash (perhaps a password pasted by mistake) is not repeated in the error."""
+    error = config_error({"users": [{"name": "alice", "password_hash": "hunter2-secret"}]})
+    assert "hunter2" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("text", "key_path", "kind"),
+    [
+        ("users:\n  - name: no\n", "users[0].name", "boolean"),
+        ("organizations:\n  - name: 010\n", "organizations[0].name", "integer"),
+        (
+            "organizations:\n  - name: acme\n    teams:\n      - name: devs\n        members: [yes]\n",
+            "organizations[0].teams[0].members[0]",
+            "boolean",
+        ),
+        ("repositories:\n  - name: a/b\n    visibility: off\n", "repositories[0].visibility", "boolean"),
+        (
+            "repositories:\n  - name: a/b\n    tokens:\n      - {description: 2024-01-01, role: read}\n",
+            "repositories[0].tokens[0].description",
+            "date",
+        ),
+        ("users:\n  name: alice\n", "users", "a mapping"),
+    ],
+    ids=["no-name", "octal-name", "yes-member", "off-visibility", "date-description", "mapping-not-list"],
+)
+def test_config_declared_yaml_pitfalls(workdir: Path, text: str, key_path: str, kind: str) -> None:
+    """Unquoted scalars that YAML turns into other types are refused with a hint."""
+    with pytest.raises(ConfigError) as info:
+        load_text(workdir, text)
+    assert info.value.key_path == key_path
+    assert kind in str(info.value)
+
+
+def test_config_declared_references_to_undeclared_objects_accepted() -> None:
+    """
+    Names the configuration does not declare (a team member, a permission subject, a namespace)
+    are left for the reconciler to check against the database.
+    """
+    config = parse_config(
+        {
+            "organizations": [{"name": "acme", "teams": [{"name": "devs", "members": ["carol"]}]}],
+            "repositories": [
+                {
+                    "name": "acme/app",
+                    "permissions": [
+                        {"user": "carol", "role": "read"},
+                        {"team": "ops", "role": "write"},
+                        {"robot": "acme+bot", "role": "read"},
+                    ],
+                },
+                {"name": "other/app", "permissions": [{"team": "ops", "role": "read"}]},
+            ],
+        },
+        source="<test>",
+    )
+    assert len(config.repositories) == 2
+
+
+def test_config_declared_dataclasses_validate() -> None:
+    """The declared dataclasses check their values when built in code too."""
+    with pytest.raises(ConfigError):
+        UserConfig(name="Alice")
+    with pytest.raises(ConfigError):
+        UserConfig(name="alice", password_hash="plain")
+    with pytest.raises(ConfigError):
+        UserConfig(name="alice", password_hash=HASH, password_file=Path("/pw"))
+    with pytest.raises(ConfigError):
+        RobotConfig(name="Bot")
+    with pytest.raises(ConfigError):
+        TeamConfig(name="owners", role="member")
+    with pytest.raises(ConfigError):
+        RepositoryConfig(name="app")
+    with pytest.raises(ConfigError):
+        RepositoryTokenConfig(description="", role="read")
+
+
+def test_config_example_declared_sections_load(workdir: Path) -> None:
+    """The commented-out example of the declared sections in etc/quayd.yaml loads once uncommented."""
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index("# users:")
+    uncommented = [line[2:] if line.startswith("# ") else line.lstrip("#") for line in lines[start:]]
+    config = load_text(workdir, "\n".join(uncommented))
+    assert [user.name for user in config.users] == ["alice", "bob"]
+    assert [organization.name for organization in config.organizations] == ["acme"]
+    assert [team.name for team in config.organizations[0].teams] == ["owners", "devs"]
+    assert [repository.name for repository in config.repositories] == ["acme/app"]
+    assert len(config.repositories[0].permissions) == 3

@@ -1,0 +1,3 @@
+"""
+Contract suites: every implementation of a seam passes the same tests.
+"""

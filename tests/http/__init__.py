@@ -1,0 +1,3 @@
+"""
+HTTP tests: the registry app over real HTTP parsing, in process.
+"""
