@@ -31,6 +31,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import LogLevel
 
+from quayd.webhooks.targets import TargetRefused, check_url
+
 __all__ = [
     "DEFAULT_LISTEN",
     "NAMESPACE_NAME",
@@ -59,6 +61,7 @@ __all__ = [
     "RepositoryConfig",
     "RepositoryRole",
     "RepositoryTokenConfig",
+    "RepositoryWebhookConfig",
     "RobotConfig",
     "Scheme",
     "ServerConfig",
@@ -123,6 +126,8 @@ Team names, without the organization: the grammar of user and organization names
 """
 
 _MAX_NAME_LENGTH: Final = 255
+#: Longest description of a declared webhook (the admin API's limit).
+_MAX_DESCRIPTION_LENGTH: Final = 1000
 _ROBOT_NAME_RULE: Final = (
     "must start with a lowercase letter, followed by up to 254 lowercase letters, digits or '_'"
 )
@@ -615,6 +620,40 @@ class RepositoryTokenConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RepositoryWebhookConfig:
+    """
+    A push webhook of a declared repository, identified by its URL.
+
+    @ivar url: Where push events are POSTed (C{http} or C{https}, no credentials); unique
+        within the repository. Whether its address may be reached is checked at delivery
+        time (C{webhooks.allow_loopback}, C{webhooks.allow_private}).
+    @ivar description: What the webhook is for; C{None} leaves the current one as it is.
+    @ivar secret_file: Absolute path of a file holding the secret that signs the deliveries,
+        read at apply time; C{None} leaves the current secret as it is (a new webhook then has
+        none, and its deliveries are not signed).
+    """
+
+    url: str
+    description: str | None = None
+    secret_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        """
+        Validate the values, also when the object is built directly in code.
+
+        @raise ConfigError: If the URL is not one webhooks may use, or the description is too
+            long.
+        """
+        problem = _webhook_url_problem(self.url)
+        if problem is not None:
+            raise ConfigError(("webhooks", "url"), problem)
+        if self.description is not None and len(self.description) > _MAX_DESCRIPTION_LENGTH:
+            raise ConfigError(
+                ("webhooks", "description"), f"must be at most {_MAX_DESCRIPTION_LENGTH} characters"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RepositoryConfig:
     """
     A repository declared in the configuration (its access settings; content arrives by push).
@@ -624,12 +663,15 @@ class RepositoryConfig:
     @ivar visibility: C{private} or C{public} (anyone may pull).
     @ivar permissions: Direct roles; the declared list is the whole set the configuration manages.
     @ivar tokens: Repository tokens, identified by their descriptions.
+    @ivar webhooks: Push webhooks, identified by their URLs; the declared list is the whole set
+        the configuration manages.
     """
 
     name: str
     visibility: Visibility = "private"
     permissions: tuple[PermissionConfig, ...] = ()
     tokens: tuple[RepositoryTokenConfig, ...] = ()
+    webhooks: tuple[RepositoryWebhookConfig, ...] = ()
 
     def __post_init__(self) -> None:
         """
@@ -1139,7 +1181,7 @@ def _parse_repositories(data: object, path: ConfigPath) -> tuple[RepositoryConfi
     repositories: list[RepositoryConfig] = []
     for index, item in enumerate(_list(data, path)):
         where = (*path, index)
-        section = _mapping(item, where, ("name", "visibility", "permissions", "tokens"))
+        section = _mapping(item, where, ("name", "visibility", "permissions", "tokens", "webhooks"))
         name = _string(_required(section, "name", where), (*where, "name"))
         problem = _repository_problem(name)
         if problem is not None:
@@ -1154,6 +1196,7 @@ def _parse_repositories(data: object, path: ConfigPath) -> tuple[RepositoryConfi
                 ),
                 permissions=_parse_permissions(section.get("permissions"), (*where, "permissions")),
                 tokens=_parse_tokens(section.get("tokens"), (*where, "tokens")),
+                webhooks=_parse_repository_webhooks(section.get("webhooks"), (*where, "webhooks")),
             )
         )
     return tuple(repositories)
@@ -1212,6 +1255,58 @@ def _parse_tokens(data: object, path: ConfigPath) -> tuple[RepositoryTokenConfig
             )
         )
     return tuple(tokens)
+
+
+def _parse_repository_webhooks(data: object, path: ConfigPath) -> tuple[RepositoryWebhookConfig, ...]:
+    """
+    Validate the C{webhooks} list of a repository: C{{url: URL, description: TEXT, secret_file:
+    PATH}}. A secret is only ever read from a file, never written inline.
+
+    @param data: The list, or C{None} when absent or empty.
+    @param path: Its key path.
+    @return: The declared webhooks, each URL once.
+    """
+    webhooks: list[RepositoryWebhookConfig] = []
+    for index, item in enumerate(_list(data, path)):
+        where = (*path, index)
+        section = _mapping(item, where, ("url", "description", "secret_file"))
+        url = _non_empty_string(_required(section, "url", where), (*where, "url"))
+        problem = _webhook_url_problem(url)
+        if problem is not None:
+            raise ConfigError((*where, "url"), problem)
+        if any(webhook.url == url for webhook in webhooks):
+            raise ConfigError(
+                (*where, "url"), "another webhook of this repository has this URL; it identifies the webhook"
+            )
+        description = section.get("description")
+        if description is not None:
+            description = _string(description, (*where, "description"))
+            if len(description) > _MAX_DESCRIPTION_LENGTH:
+                raise ConfigError(
+                    (*where, "description"), f"must be at most {_MAX_DESCRIPTION_LENGTH} characters"
+                )
+        webhooks.append(
+            RepositoryWebhookConfig(
+                url=url,
+                description=description,
+                secret_file=_optional_path(section.get("secret_file"), (*where, "secret_file")),
+            )
+        )
+    return tuple(webhooks)
+
+
+def _webhook_url_problem(url: str) -> str | None:
+    """
+    Check a webhook URL as the admin API does (L{quayd.webhooks.targets.check_url}).
+
+    @param url: The declared URL.
+    @return: What is wrong with it, or C{None}.
+    """
+    try:
+        check_url(url)
+    except TargetRefused as e:
+        return str(e)
+    return None
 
 
 def _check_references(declared: DeclaredObjects) -> None:

@@ -108,6 +108,11 @@ class QuaydService(MultiService):
             superusers=frozenset(config.auth.superusers),
             managed_source=config.source,
             clock=self._reactor,
+            webhooks=self.webhooks,
+            webhook_policy=self._target_policy(),
+            wake=dispatcher.wake,
+            public_hostname=config.server.hostname,
+            public_scheme=config.server.scheme,
         )
         site = QuaydSite(
             mount_admin_api(admin.resource(), registry.app.resource()),
@@ -191,6 +196,7 @@ class QuaydService(MultiService):
             load_config,
             self._config.source,
             running_config=self._config,
+            webhooks=self.webhooks,
         )
         reconciler.setServiceParent(self)  # type: ignore[no-untyped-call]  # Twisted's base method is unannotated
         self.reconciler = reconciler

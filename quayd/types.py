@@ -156,7 +156,10 @@ class ByteRange:
         if match is None or (not match[1] and not match[2]):
             raise RangeInvalid(f"unsupported range {header[:100]!r}")
         if not match[1]:
-            return cls(-int(match[2]), None)
+            suffix = int(match[2])
+            if suffix == 0:
+                raise RangeInvalid("a zero-length suffix range is unsatisfiable")
+            return cls(-suffix, None)
         first = int(match[1])
         last = int(match[2]) if match[2] else None
         if last is not None and last < first:

@@ -1,6 +1,7 @@
 """
 The admin HTTP API (C{/api/v1}): users, organizations, teams, robots,
-repositories, repository permissions and tokens, and the audit log, as JSON.
+repositories, repository permissions, tokens and push webhooks, and the audit
+log, as JSON.
 
 Callers authenticate exactly as on the registry: Basic credentials of a user,
 a robot (C{ns+name}) or a repository token (C{$token}), or a bearer token
@@ -8,8 +9,9 @@ from C{/v2/auth}. The rules are Quay's: superusers may do everything; a user
 administers their own namespace; organization administrators (members of a
 team with the C{admin} role) administer the organization, its teams, robots
 and repositories; repository administrators manage the repository's
-visibility, permissions and tokens. Robots and repository tokens may list
-and read the repositories they may pull, and change nothing.
+visibility, permissions, tokens and webhooks (and see the webhooks'
+deliveries). Robots and repository tokens may list and read the repositories
+they may pull, and change nothing.
 
 Every change is written to the audit log (never a secret). Objects the
 configuration file declares (C{managed}) cannot be changed or deleted here:
@@ -21,11 +23,13 @@ when it is the site's root; L{mount_admin_api} puts it beside the registry.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from klein import Klein
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
@@ -38,6 +42,7 @@ from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 
 from quayd.admin.openapi import openapi_document
+from quayd.admin.reconcile import MAX_WEBHOOK_SECRET_BYTES
 from quayd.auth.keys import KeyFileError, SecretBox, new_token
 from quayd.auth.policy import MAX_PASSWORD_BYTES, AccessControl, Action, Principal
 from quayd.blocking import BlockingRunner
@@ -55,6 +60,7 @@ from quayd.db.identity import (
     Team,
     stronger,
 )
+from quayd.db.webhooks import Delivery, Webhook, WebhookStore
 from quayd.errors import (
     Conflict,
     Denied,
@@ -68,6 +74,8 @@ from quayd.errors import (
 )
 from quayd.http.errors import MethodNotAllowed, NotFoundRoute, render_error
 from quayd.types import RepositoryName
+from quayd.webhooks.events import sample_payload
+from quayd.webhooks.targets import TargetPolicy, TargetRefused, check_address, check_url
 
 _log = Logger()
 
@@ -90,6 +98,11 @@ MAX_AUDIT_LIMIT = 1000
 HASH_TIMEOUT = 60.0
 #: The team every organization has, which cannot be deleted or demoted.
 OWNERS_TEAM = "owners"
+#: Longest webhook URL, in characters (what L{check_url} accepts).
+MAX_WEBHOOK_URL = 2048
+#: Deliveries listed when C{limit} is not given, and the most ever listed.
+DEFAULT_DELIVERY_LIMIT = 50
+MAX_DELIVERY_LIMIT = 500
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 _NAME_RULE = "lower-case letters and digits, separated by '.', '_', '__' or dashes"
@@ -360,6 +373,59 @@ def _token_doc(token: RepositoryToken, secret: str | None = None) -> dict[str, J
     return document
 
 
+def _webhook_doc(webhook: Webhook) -> dict[str, JSONValue]:
+    """The JSON form of a webhook: whether it has a secret, never the secret."""
+    return {
+        "id": webhook.id,
+        "repository": webhook.repository,
+        "url": webhook.url,
+        "description": webhook.description,
+        "has_secret": webhook.has_secret,
+        "managed": webhook.managed,
+        "created_at": _time(webhook.created_at),
+    }
+
+
+def _delivery_doc(delivery: Delivery) -> dict[str, JSONValue]:
+    """The JSON form of a delivery's state (without its payload)."""
+    pending = delivery.state == "pending"
+    return {
+        "id": delivery.id,
+        "webhook": delivery.webhook,
+        "event": delivery.event,
+        "state": delivery.state,
+        "attempts": delivery.attempts,
+        "next_attempt_at": _time(delivery.next_attempt_at) if pending else None,
+        "last_status": delivery.last_status,
+        "last_error": delivery.last_error,
+        "created_at": _time(delivery.created_at),
+        "finished_at": None if delivery.finished_at is None else _time(delivery.finished_at),
+    }
+
+
+def check_webhook_target(url: str, policy: TargetPolicy) -> str:
+    """
+    Check a webhook URL before it is stored: its form (L{check_url}) and, when its host is an
+    IP address or a C{localhost} name, the address rules of C{policy}. Other host names are
+    checked after DNS resolution, each time a delivery connects.
+
+    @param url: The URL.
+    @param policy: The addresses webhooks may reach.
+    @return: The URL.
+    @raise TargetRefused: With the reason.
+    """
+    check_url(url)
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if (host == "localhost" or host.endswith(".localhost")) and not policy.allow_loopback:
+            raise TargetRefused(f"{host} is a loopback name") from None
+        return url
+    check_address(str(address), policy)
+    return url
+
+
 def _audit_doc(entry: AuditEntry) -> dict[str, JSONValue]:
     """The JSON form of an audit entry."""
     return {
@@ -407,15 +473,28 @@ class AdminApp:
         superusers: frozenset[str],
         managed_source: str,
         clock: IReactorTime,
+        webhooks: WebhookStore | None = None,
+        webhook_policy: TargetPolicy | None = None,
+        wake: Callable[[], None] | None = None,
+        public_hostname: str | None = None,
+        public_scheme: str = "https",
     ) -> None:
         """
         @param identity: Users, organizations, teams, robots, repositories and the audit log.
-        @param secrets: Encrypts robot and repository tokens at rest.
+        @param secrets: Encrypts robot and repository tokens and webhook secrets at rest.
         @param access: Authenticates callers; its policy answers repository access.
         @param run_blocking: Runs bcrypt off the reactor thread.
         @param superusers: User names that may do everything.
         @param managed_source: The configuration file, named when a managed object is refused.
         @param clock: Bounds the wait for password hashing.
+        @param webhooks: Webhooks and their deliveries; without it the webhook routes answer 503.
+        @param webhook_policy: The addresses webhooks may reach, checked when one is created
+            (IP-address hosts only; the dispatcher checks every address it connects to).
+        @param wake: Called after a test event or a redelivery is queued, so that the
+            dispatcher polls soon (L{quayd.webhooks.dispatcher.WebhookDispatcher.wake}).
+        @param public_hostname: The registry's public C{host[:port]}, for the C{docker_url} of
+            test events; C{None} uses the request's C{Host} header.
+        @param public_scheme: C{http} or C{https}, for the C{homepage} of test events.
         """
         self._identity = identity
         self._secrets = secrets
@@ -424,6 +503,11 @@ class AdminApp:
         self._superusers = superusers
         self._managed_source = managed_source
         self._clock = clock
+        self._webhooks = webhooks
+        self._webhook_policy = webhook_policy if webhook_policy is not None else TargetPolicy()
+        self._wake = wake
+        self._public_hostname = public_hostname
+        self._public_scheme = public_scheme
         self._openapi = json.dumps(openapi_document(), separators=(",", ":")).encode()
 
     def resource(self) -> IResource:
@@ -1231,6 +1315,164 @@ class AdminApp:
             raise NotFound(f"no token {token_id[:64]!r} on {name}")
         await self._audit(request, principal, "token.delete", str(name), {"id": token_id})
         return _no_content(request)
+
+    # Webhooks
+
+    def _webhook_store(self) -> WebhookStore:
+        """
+        The webhook store.
+
+        @raise Unavailable: If this app was made without one.
+        """
+        if self._webhooks is None:
+            raise Unavailable("push webhooks are not enabled on this server")
+        return self._webhooks
+
+    async def _existing_webhook(self, name: RepositoryName, webhook_id: str) -> Webhook:
+        """A webhook of repository C{name}; L{NotFound} if there is none there."""
+        found = await self._webhook_store().get_webhook(webhook_id)
+        if found is None or found[0].repository != str(name):
+            raise NotFound(f"no webhook {webhook_id[:64]!r} on {name}")
+        return found[0]
+
+    def _queued(self) -> None:
+        """Wake the dispatcher after queuing a delivery, if it can be reached."""
+        if self._wake is not None:
+            self._wake()
+
+    @app.route("/api/v1/repositories/<path:repository>/webhooks", methods=["GET"])
+    async def list_webhooks(self, request: IRequest, repository: str) -> bytes:
+        """The repository's push webhooks, without secrets (repository administrators)."""
+        _, name, _ = await self._repository(request, repository, Action.ADMIN)
+        webhooks = await self._webhook_store().list_webhooks(str(name))
+        return _json(request, {"webhooks": [_webhook_doc(w) for w in webhooks]})
+
+    @app.route("/api/v1/repositories/<path:repository>/webhooks", methods=["POST"])
+    async def create_webhook(self, request: IRequest, repository: str) -> bytes:
+        """
+        Add a push webhook; its optional secret signs every delivery and is never shown again
+        (repository administrators).
+        """
+        principal, name, _ = await self._repository(request, repository, Action.ADMIN)
+        store = self._webhook_store()
+        body = read_json(request, ("url", "secret", "description"), ("url",))
+        url = _required(body, "url", MAX_WEBHOOK_URL)
+        try:
+            check_webhook_target(url, self._webhook_policy)
+        except TargetRefused as e:
+            raise InvalidRequest(f"url is not allowed: {e}") from None
+        secret = _string(body, "secret", MAX_WEBHOOK_SECRET_BYTES)
+        if secret is not None:
+            if not secret:
+                raise InvalidRequest("secret must not be empty; leave it out for unsigned deliveries")
+            if len(secret.encode()) > MAX_WEBHOOK_SECRET_BYTES:
+                raise InvalidRequest(f"secret is longer than {MAX_WEBHOOK_SECRET_BYTES} bytes")
+        description = _string(body, "description", MAX_DESCRIPTION) or ""
+        if any(w.url == url for w in await store.list_webhooks(str(name))):
+            raise AlreadyExists(f"{name} already has a webhook to this URL")
+        try:
+            webhook = await store.create_webhook(
+                str(name), url, description, None if secret is None else self._secrets.encrypt(secret)
+            )
+        except Conflict:
+            raise NameUnknown(f"repository {name} is not known", detail={"name": str(name)}) from None
+        await self._audit(
+            request,
+            principal,
+            "webhook.create",
+            str(name),
+            {"id": webhook.id, "url": url, "description": description, "has_secret": secret is not None},
+        )
+        return _json(
+            request, _webhook_doc(webhook), 201, f"/api/v1/repositories/{name}/webhooks/{webhook.id}"
+        )
+
+    @app.route("/api/v1/repositories/<path:repository>/webhooks/<webhook_id>", methods=["GET"])
+    async def get_webhook(self, request: IRequest, repository: str, webhook_id: str) -> bytes:
+        """A webhook, without its secret (repository administrators)."""
+        _, name, _ = await self._repository(request, repository, Action.ADMIN)
+        return _json(request, _webhook_doc(await self._existing_webhook(name, webhook_id)))
+
+    @app.route("/api/v1/repositories/<path:repository>/webhooks/<webhook_id>", methods=["DELETE"])
+    async def delete_webhook(self, request: IRequest, repository: str, webhook_id: str) -> bytes:
+        """Delete a webhook with its deliveries, pending ones included (repository administrators)."""
+        principal, name, _ = await self._repository(request, repository, Action.ADMIN)
+        webhook = await self._existing_webhook(name, webhook_id)
+        self._refuse_managed(webhook.managed, f"webhook {webhook_id} of {name}")
+        if not await self._webhook_store().delete_webhook(webhook_id):
+            raise NotFound(f"no webhook {webhook_id[:64]!r} on {name}")
+        await self._audit(
+            request, principal, "webhook.delete", str(name), {"id": webhook_id, "url": webhook.url}
+        )
+        return _no_content(request)
+
+    @app.route("/api/v1/repositories/<path:repository>/webhooks/<webhook_id>/test", methods=["POST"])
+    async def test_webhook(self, request: IRequest, repository: str, webhook_id: str) -> bytes:
+        """
+        Queue a test event (a push payload for an imaginary C{latest} tag, event C{test});
+        the answer is the new delivery (repository administrators).
+        """
+        principal, name, found = await self._repository(request, repository, Action.ADMIN)
+        read_json(request, ())
+        webhook = await self._existing_webhook(name, webhook_id)
+        hostname = self._public_hostname
+        if hostname is None:
+            hostname = (request.getHeader(b"host") or b"localhost").decode("ascii", "replace")
+        payload = sample_payload(
+            repository=str(name), hostname=hostname, scheme=self._public_scheme, visibility=found.visibility
+        )
+        delivery = await self._webhook_store().enqueue(
+            webhook.id, str(name), "test", json.dumps(payload, separators=(",", ":"))
+        )
+        self._queued()
+        await self._audit(
+            request, principal, "webhook.test", str(name), {"id": webhook.id, "delivery": delivery.id}
+        )
+        return _json(request, _delivery_doc(delivery), 202)
+
+    @app.route("/api/v1/repositories/<path:repository>/webhooks/<webhook_id>/deliveries", methods=["GET"])
+    async def list_deliveries(self, request: IRequest, repository: str, webhook_id: str) -> bytes:
+        """A webhook's recent deliveries, newest first, with their state (repository administrators)."""
+        _, name, _ = await self._repository(request, repository, Action.ADMIN)
+        limit = _int_query(request, "limit")
+        if limit is None:
+            limit = DEFAULT_DELIVERY_LIMIT
+        if not 1 <= limit <= MAX_DELIVERY_LIMIT:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_DELIVERY_LIMIT}")
+        webhook = await self._existing_webhook(name, webhook_id)
+        deliveries = await self._webhook_store().list_deliveries(webhook.id, limit)
+        return _json(request, {"deliveries": [_delivery_doc(d) for d in deliveries]})
+
+    @app.route(
+        "/api/v1/repositories/<path:repository>/webhooks/<webhook_id>/deliveries/<delivery_id>/redeliver",
+        methods=["POST"],
+    )
+    async def redeliver(self, request: IRequest, repository: str, webhook_id: str, delivery_id: str) -> bytes:
+        """
+        Queue a delivered or failed delivery's payload again, as a new delivery (repository
+        administrators). A pending delivery is retried on its own and cannot be redelivered.
+        """
+        principal, name, _ = await self._repository(request, repository, Action.ADMIN)
+        read_json(request, ())
+        webhook = await self._existing_webhook(name, webhook_id)
+        store = self._webhook_store()
+        original = await store.get_delivery(delivery_id)
+        if original is None or original.webhook != webhook.id:
+            raise NotFound(f"no delivery {delivery_id[:64]!r} of webhook {webhook.id}")
+        if original.state == "pending":
+            raise AlreadyExists(f"delivery {delivery_id} is still pending; quayd retries it on its own")
+        delivery = await store.redeliver(delivery_id)
+        if delivery is None:
+            raise NotFound(f"no delivery {delivery_id[:64]!r} of webhook {webhook.id}")
+        self._queued()
+        await self._audit(
+            request,
+            principal,
+            "webhook.redeliver",
+            str(name),
+            {"id": webhook.id, "delivery": delivery.id, "original": delivery_id},
+        )
+        return _json(request, _delivery_doc(delivery), 202)
 
     # Audit
 

@@ -102,6 +102,35 @@ _TOKEN: dict[str, Schema] = {
     "created_at": _TIME,
 }
 _SECRET: Schema = {"type": "string", "description": "The secret; store it now, it is a password."}
+_WEBHOOK: dict[str, Schema] = {
+    "id": {"type": "string"},
+    "repository": {"type": "string"},
+    "url": {"type": "string", "maxLength": 2048},
+    "description": {"type": "string"},
+    "has_secret": {
+        "type": "boolean",
+        "description": "Whether deliveries are signed (X-Quayd-Signature-256); the secret is never shown.",
+    },
+    "managed": _MANAGED,
+    "created_at": _TIME,
+}
+_NULLABLE_TIME: Schema = {"type": ["string", "null"], "format": "date-time", "description": "RFC 3339, UTC"}
+_DELIVERY: dict[str, Schema] = {
+    "id": {"type": "string", "description": "Sent as X-Quayd-Delivery, the same on every retry."},
+    "webhook": {"type": "string"},
+    "event": {"enum": ["push", "test"]},
+    "state": {
+        "enum": ["pending", "delivered", "failed"],
+        "description": "failed: the receiver refused it for longer than webhooks.max_age, or the "
+        "target is not allowed.",
+    },
+    "attempts": {"type": "integer"},
+    "next_attempt_at": {**_NULLABLE_TIME, "description": "When a pending delivery is tried next."},
+    "last_status": {"type": ["integer", "null"], "description": "The last answer's HTTP status."},
+    "last_error": {"type": ["string", "null"], "description": "Why the last attempt failed."},
+    "created_at": _TIME,
+    "finished_at": _NULLABLE_TIME,
+}
 
 SCHEMAS: dict[str, Schema] = {
     "Error": _record(
@@ -153,6 +182,31 @@ SCHEMAS: dict[str, Schema] = {
         {"description": _DESCRIPTION, "role": {"enum": ["read", "write"]}}, ("description", "role")
     ),
     "TokenUpdate": _object({"description": _DESCRIPTION, "role": {"enum": ["read", "write"]}}),
+    "Webhook": _record(_WEBHOOK),
+    "WebhookList": _list_of("webhooks", "Webhook"),
+    "WebhookCreate": _object(
+        {
+            "url": {
+                "type": "string",
+                "maxLength": 2048,
+                "description": "http or https, without credentials. Loopback, private, link-local "
+                "and metadata addresses are refused unless webhooks.allow_loopback or "
+                "webhooks.allow_private allow them (checked here for IP addresses, and after DNS "
+                "resolution on every delivery).",
+            },
+            "secret": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "description": "Signs each body (HMAC-SHA256, X-Quayd-Signature-256); at most "
+                "1024 bytes. Never shown again.",
+            },
+            "description": _DESCRIPTION,
+        },
+        ("url",),
+    ),
+    "Delivery": _record(_DELIVERY),
+    "DeliveryList": _list_of("deliveries", "Delivery"),
+    "Empty": _object({}),
     "AuditEntry": _record(
         {
             "id": {"type": "integer"},
@@ -185,7 +239,7 @@ _ERROR_TEXT = {
     "or (code DENIED) the object is managed by the configuration file.",
     "413": "The request body is too large.",
     "429": "Too many failed logins from this client or for this account.",
-    "503": "Password hashing is overloaded; retry later.",
+    "503": "Password hashing is overloaded (retry later), or push webhooks are not enabled.",
 }
 
 
@@ -219,11 +273,13 @@ _ROBOT_NAME = _param("name", "The robot's short name (without the namespace+).")
 _REPO = _param(
     "repository",
     "namespace/name; it may contain '/', which is not percent-encoded. A repository whose path ends "
-    "with /permissions or /tokens (and what follows them) is reached by those sub-resources.",
+    "with /permissions, /tokens or /webhooks (and what follows them) is reached by those sub-resources.",
 )
 _KIND = _param("kind", "What the subject is.", {"enum": ["user", "team", "robot"]})
 _SUBJECT = _param("subject", "A user name, a team name of the repository's organization, or ns+robot.")
 _TOKEN_ID = _param("token_id", "The token's id.")
+_WEBHOOK_ID = _param("webhook_id", "The webhook's id.")
+_DELIVERY_ID = _param("delivery_id", "The delivery's id (its X-Quayd-Delivery header).")
 
 
 def _operation(
@@ -235,6 +291,7 @@ def _operation(
     parameters: tuple[Schema, ...] = (),
     body: str | None = None,
     creates: bool = False,
+    body_required: bool = True,
 ) -> Schema:
     """
     One operation.
@@ -242,6 +299,7 @@ def _operation(
     @param ok: Status, description and schema name (C{None}: no body) of success.
     @param errors: Error statuses beyond 401, 403 and 429, which every operation may answer.
     @param creates: Whether a C{PUT} may also answer 201 (it created the object).
+    @param body_required: Whether the request body (C{body}) must be sent.
     """
     status, description, schema = ok
     responses: dict[str, JSONValue] = {}
@@ -266,7 +324,7 @@ def _operation(
         operation["parameters"] = list(parameters)
     if body is not None:
         operation["requestBody"] = {
-            "required": True,
+            "required": body_required,
             "content": {"application/json": {"schema": _ref(body)}},
         }
     return operation
@@ -568,6 +626,83 @@ def _paths() -> dict[str, JSONValue]:
                 (_REPO, _TOKEN_ID),
             ),
         },
+        repo + "/webhooks": {
+            "get": _operation(
+                "listWebhooks",
+                "The repository's push webhooks, without secrets (repository administrators).",
+                "webhooks",
+                (200, "The webhooks.", "WebhookList"),
+                (400, 404, 503),
+                (_REPO,),
+            ),
+            "post": _operation(
+                "createWebhook",
+                "Add a push webhook (repository administrators).",
+                "webhooks",
+                (201, "Created.", "Webhook"),
+                (404, 409, 503),
+                (_REPO,),
+                "WebhookCreate",
+            ),
+        },
+        repo + "/webhooks/{webhook_id}": {
+            "get": _operation(
+                "getWebhook",
+                "A push webhook, without its secret (repository administrators).",
+                "webhooks",
+                (200, "The webhook.", "Webhook"),
+                (400, 404, 503),
+                (_REPO, _WEBHOOK_ID),
+            ),
+            "delete": _operation(
+                "deleteWebhook",
+                "Delete a webhook with its deliveries, pending ones included (repository administrators).",
+                "webhooks",
+                (204, "Deleted.", None),
+                (400, 404, 409, 503),
+                (_REPO, _WEBHOOK_ID),
+            ),
+        },
+        repo + "/webhooks/{webhook_id}/test": {
+            "post": _operation(
+                "testWebhook",
+                "Queue a test event (event test, a push payload for an imaginary latest tag) "
+                "(repository administrators).",
+                "webhooks",
+                (202, "Queued; the new delivery.", "Delivery"),
+                (404, 503),
+                (_REPO, _WEBHOOK_ID),
+                "Empty",
+                body_required=False,
+            ),
+        },
+        repo + "/webhooks/{webhook_id}/deliveries": {
+            "get": _operation(
+                "listDeliveries",
+                "The webhook's recent deliveries, newest first (repository administrators).",
+                "webhooks",
+                (200, "The deliveries.", "DeliveryList"),
+                (400, 404, 503),
+                (
+                    _REPO,
+                    _WEBHOOK_ID,
+                    _query("limit", "Deliveries to list (1-500, default 50).", {"type": "integer"}),
+                ),
+            ),
+        },
+        repo + "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver": {
+            "post": _operation(
+                "redeliver",
+                "Send a delivered or failed delivery's payload again, as a new delivery "
+                "(repository administrators); 409 while it is pending.",
+                "webhooks",
+                (202, "Queued; the new delivery.", "Delivery"),
+                (404, 409, 503),
+                (_REPO, _WEBHOOK_ID, _DELIVERY_ID),
+                "Empty",
+                body_required=False,
+            ),
+        },
         "/api/v1/audit": {
             "get": _operation(
                 "getAuditLog",
@@ -596,9 +731,10 @@ def openapi_document() -> dict[str, JSONValue]:
             "title": "quayd admin API",
             "version": "1",
             "description": (
-                "Users, organizations, teams, robots, repositories, permissions, repository tokens "
-                "and the audit log. Authenticate as on the registry: Basic (user, namespace+robot, "
-                "or $token with a repository token) or a bearer token from /v2/auth. Errors use the "
+                "Users, organizations, teams, robots, repositories, permissions, repository tokens, "
+                "push webhooks and the audit log. Authenticate as on the registry: Basic (user, "
+                "namespace+robot, or $token with a repository token) or a bearer token from /v2/auth. "
+                "Errors use the "
                 'registry\'s format, {"errors": [{"code", "message"}]}. Objects the configuration '
                 "file declares (managed) cannot be changed here (409, code DENIED)."
             ),

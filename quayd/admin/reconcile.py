@@ -1,7 +1,7 @@
 """
 Config-file-driven administration: bring the identity database in line with the users,
-organizations, teams, robots, repositories, permissions and repository tokens that the
-configuration file declares.
+organizations, teams, robots, repositories, permissions, repository tokens and push webhooks
+that the configuration file declares.
 
 The rules, as in Quay's model:
     - A declared object is created if missing and brought into line if present. A declared
@@ -20,7 +20,12 @@ The rules, as in Quay's model:
 Secrets never pass through the log or the audit log. Passwords from a C{password_file} are
 hashed with bcrypt on the L{BlockingRunner}; robot and repository tokens are generated (or read
 from a C{token_file}) and stored encrypted with the L{SecretBox}, so that the admin API can show
-them again.
+them again. A webhook's signing secret is read from its C{secret_file} and stored encrypted too;
+it is never shown again.
+
+Webhooks are identified by their URL within their repository. A declared webhook whose
+C{secret_file} holds another secret than the stored one is replaced by a new webhook (a new id)
+with the new secret; its pending deliveries move to the new webhook, so no event is lost.
 
 Every change is logged once at C{info} and written to the audit log with the actor C{config} and
 the configuration file as the client.
@@ -33,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec
+from urllib.parse import urlsplit
 
 import bcrypt
 from twisted.application.service import Service
@@ -52,11 +58,13 @@ from quayd.config import (
     PermissionConfig,
     RepositoryConfig,
     RepositoryTokenConfig,
+    RepositoryWebhookConfig,
     RobotConfig,
     TeamConfig,
     UserConfig,
 )
 from quayd.db.identity import Account, IdentityStore, Permission, RepositoryToken
+from quayd.db.webhooks import Webhook, WebhookStore
 from quayd.errors import Conflict
 
 __all__ = [
@@ -67,6 +75,7 @@ __all__ = [
     "SecretFileError",
     "read_password_file",
     "read_token_file",
+    "read_webhook_secret_file",
 ]
 
 _log = Logger()
@@ -85,16 +94,22 @@ Reads and validates a configuration file (L{quayd.config.load_config}); raises L
 #: Longest token accepted from a C{token_file}: the longest password the credential check reads.
 _MAX_TOKEN_BYTES = MAX_PASSWORD_BYTES * 4
 
+#: Longest webhook secret accepted from a C{secret_file} (the admin API's limit).
+MAX_WEBHOOK_SECRET_BYTES = 1024
+
+#: Most pending deliveries moved when a webhook is replaced (its secret changed).
+_MAX_MOVED_DELIVERIES = 1_000_000
+
 #: The sections a reload cannot change in a running daemon.
-_RESTART_SECTIONS = ("data_dir", "server", "storage", "database", "registry", "logging", "auth")
+_RESTART_SECTIONS = ("data_dir", "server", "storage", "database", "registry", "logging", "auth", "webhooks")
 
 _KIND_WORDS = {"user": "user", "org": "organization"}
 
 
 class SecretFileError(Exception):
     """
-    A C{password_file} or C{token_file} cannot be used; the message names the file, never its
-    content.
+    A C{password_file}, C{token_file} or C{secret_file} cannot be used; the message names the
+    file, never its content.
     """
 
 
@@ -171,6 +186,28 @@ def read_token_file(path: Path) -> str:
     return token
 
 
+def read_webhook_secret_file(path: Path) -> str:
+    """
+    Read a webhook's signing secret from a C{secret_file} (blocking: run it on the blocking
+    runner).
+
+    The file holds one line; its line ending is not part of the secret.
+
+    @param path: The file.
+    @return: The secret.
+    @raise SecretFileError: If the file is unreadable or empty, holds several lines, or the
+        secret is longer than L{MAX_WEBHOOK_SECRET_BYTES}.
+    """
+    secret = _read_text(path, "secret_file").rstrip("\r\n")
+    if not secret:
+        raise SecretFileError(f"secret_file {path} is empty")
+    if "\n" in secret or "\r" in secret:
+        raise SecretFileError(f"secret_file {path} must hold the secret on one line")
+    if len(secret.encode()) > MAX_WEBHOOK_SECRET_BYTES:
+        raise SecretFileError(f"the secret in {path} is longer than {MAX_WEBHOOK_SECRET_BYTES} bytes")
+    return secret
+
+
 def _read_text(path: Path, key: str) -> str:
     """
     Read a small UTF-8 file.
@@ -225,17 +262,21 @@ class Reconciler(Service):
         path: str | Path,
         *,
         running_config: Config | None = None,
+        webhooks: WebhookStore | None = None,
     ) -> None:
         """
         @param identity: The store the declared objects are applied to.
-        @param secrets: Encrypts robot and repository tokens at rest.
+        @param secrets: Encrypts robot and repository tokens and webhook secrets at rest.
         @param run_blocking: Runs bcrypt and file reads off the reactor thread.
         @param load: Reads and validates the configuration file on reload.
         @param path: The configuration file.
         @param running_config: The configuration the daemon started with, so that a reload can
             warn about changes that need a restart; C{None} to skip that check.
+        @param webhooks: The store declared webhooks are applied to; C{None} skips them (and
+            reports each declared one as skipped).
         """
         self._identity = identity
+        self._webhooks = webhooks
         self._secrets = secrets
         self._run = run_blocking
         self._load = load
@@ -278,7 +319,9 @@ class Reconciler(Service):
         @return: What was created, updated, removed and skipped.
         """
         async with self._lock:
-            report = await _Application(self._identity, self._secrets, self._run, self._path, declared).run()
+            report = await _Application(
+                self._identity, self._secrets, self._run, self._path, declared, self._webhooks
+            ).run()
             self.declared = declared
         _log.info(
             "applied {source}: {created} created, {updated} updated, {removed} removed, {skipped} skipped",
@@ -374,6 +417,36 @@ def _describe_permission(repository: str, kind: str, subject: str) -> str:
     return f"permission of {kind} {subject} on {repository}"
 
 
+def _describe_webhook(repository: str, url: str) -> str:
+    """
+    Name a webhook for the log, the report and the audit log, without its URL's query string
+    (where receivers often take an access token).
+
+    @param repository: The repository.
+    @param url: The webhook's URL.
+    @return: For example C{"webhook https://ci.example/hook of acme/app"}.
+    """
+    parts = urlsplit(url)
+    shown = parts._replace(query="", fragment="").geturl() + ("?..." if parts.query else "")
+    return f"webhook {shown} of {repository}"
+
+
+def _preferred_webhook(webhooks: list[Webhook], url: str) -> Webhook | None:
+    """
+    The webhook that a declared URL stands for: the oldest managed one, else the oldest one
+    created over the API (which is then taken over).
+
+    @param webhooks: The repository's webhooks, oldest first.
+    @param url: The declared URL.
+    @return: The webhook, or C{None} if none has that URL.
+    """
+    candidates = [webhook for webhook in webhooks if webhook.url == url]
+    for webhook in candidates:
+        if webhook.managed:
+            return webhook
+    return candidates[0] if candidates else None
+
+
 def _preferred_token(tokens: list[RepositoryToken], description: str) -> RepositoryToken | None:
     """
     The token that a declared description stands for: the oldest managed one, else the oldest
@@ -393,8 +466,8 @@ def _preferred_token(tokens: list[RepositoryToken], description: str) -> Reposit
 class _Application:
     """
     One application of the declared objects: removals first (so that a name can change
-    kind), then users, organizations, robots, teams and repositories with their permissions
-    and tokens.
+    kind), then users, organizations, robots, teams and repositories with their permissions,
+    tokens and webhooks.
     """
 
     def __init__(
@@ -404,15 +477,18 @@ class _Application:
         run_blocking: BlockingRunner,
         source: str,
         declared: DeclaredObjects,
+        webhooks: WebhookStore | None = None,
     ) -> None:
         """
         @param identity: The store.
-        @param secrets: Encrypts tokens.
+        @param secrets: Encrypts tokens and webhook secrets.
         @param run_blocking: Runs bcrypt and file reads.
         @param source: The configuration file, for the log and the audit log.
         @param declared: What to apply.
+        @param webhooks: The webhook store, or C{None} to skip declared webhooks.
         """
         self._identity = identity
+        self._webhooks = webhooks
         self._secrets = secrets
         self._run = run_blocking
         self._source = source
@@ -562,7 +638,7 @@ class _Application:
         """
         Read a secret file on the blocking runner.
 
-        @param read: L{read_password_file} or L{read_token_file}.
+        @param read: L{read_password_file}, L{read_token_file} or L{read_webhook_secret_file}.
         @param path: The file.
         @return: The secret.
         @raise _Skip: If the file cannot be used.
@@ -632,8 +708,8 @@ class _Application:
         self, name: str, managed: bool, declared: RepositoryConfig | None
     ) -> None:
         """
-        Remove a managed repository no longer declared, or the managed permissions and tokens
-        of a repository that its declaration no longer lists.
+        Remove a managed repository no longer declared (with its webhooks), or the managed
+        permissions, tokens and webhooks of a repository that its declaration no longer lists.
 
         @param name: The repository.
         @param managed: Whether the configuration manages it.
@@ -671,6 +747,33 @@ class _Application:
                 "token.delete",
                 name,
                 {"id": token.id, "description": token.description},
+            )
+        await self._remove_webhooks(name, declared)
+
+    async def _remove_webhooks(self, name: str, declared: RepositoryConfig | None) -> None:
+        """
+        Remove the managed webhooks of a repository that its declaration no longer lists (all
+        of them if it is not declared), and managed duplicates of a declared URL.
+
+        @param name: The repository.
+        @param declared: Its declaration, or C{None}.
+        """
+        if self._webhooks is None:
+            return
+        urls = set() if declared is None else {webhook.url for webhook in declared.webhooks}
+        webhooks = await self._webhooks.list_webhooks(name)
+        for webhook in webhooks:
+            if not webhook.managed:
+                continue
+            preferred = _preferred_webhook(webhooks, webhook.url)
+            if webhook.url in urls and preferred is not None and preferred.id == webhook.id:
+                continue
+            await self._webhooks.delete_webhook(webhook.id)
+            await self._record_removed(
+                _describe_webhook(name, webhook.url),
+                "webhook.delete",
+                name,
+                {"id": webhook.id, "url": webhook.url},
             )
 
     async def _remove_teams(self, org: str, declared: set[str]) -> None:
@@ -953,7 +1056,8 @@ class _Application:
 
     async def _apply_repository_with_contents(self, repository: RepositoryConfig) -> None:
         """
-        Apply a declared repository, then (if it exists) each of its permissions and tokens.
+        Apply a declared repository, then (if it exists) each of its permissions, tokens and
+        webhooks.
 
         @param repository: The declaration.
         """
@@ -972,6 +1076,8 @@ class _Application:
             )
         for token in repository.tokens:
             await self._guard(f"token {token.description!r} of {name}", self._apply_token, name, token)
+        for webhook in repository.webhooks:
+            await self._guard(_describe_webhook(name, webhook.url), self._apply_webhook, name, webhook)
 
     async def _apply_repository(self, repository: RepositoryConfig) -> None:
         """
@@ -1124,3 +1230,105 @@ class _Application:
         await self._record_updated(
             what, changes, "token.update", repository, {"id": existing.id, "role": declared.role}
         )
+
+    # Webhooks
+
+    async def _apply_webhook(self, repository: str, declared: RepositoryWebhookConfig) -> None:
+        """
+        Create, update or take over a declared webhook. A C{secret_file} whose secret differs
+        from the stored one replaces the webhook (under a new id, see L{_replace_webhook}).
+
+        @param repository: The repository.
+        @param declared: The declaration.
+        @raise _Skip: If there is no webhook store, or the secret file cannot be used.
+        """
+        store = self._webhooks
+        if store is None:
+            raise _Skip("push webhooks are not available to the reconciler")
+        secret = None
+        if declared.secret_file is not None:
+            secret = await self._read_secret(read_webhook_secret_file, declared.secret_file)
+        what = _describe_webhook(repository, declared.url)
+        existing = _preferred_webhook(await store.list_webhooks(repository), declared.url)
+        if existing is None:
+            webhook = await store.create_webhook(
+                repository,
+                declared.url,
+                declared.description or "",
+                None if secret is None else self._secrets.encrypt(secret),
+                managed=True,
+            )
+            await self._record_created(
+                what,
+                "webhook.create",
+                repository,
+                {
+                    "id": webhook.id,
+                    "url": webhook.url,
+                    "description": webhook.description,
+                    "has_secret": webhook.has_secret,
+                },
+            )
+            return
+        changes: list[str] = []
+        if not existing.managed:
+            changes.append("managed")
+        description = None
+        if declared.description is not None and declared.description != existing.description:
+            description = declared.description
+            changes.append("description")
+        if secret is not None:
+            found = await store.get_webhook(existing.id)
+            stored = None if found is None else found[1]
+            if stored is None or not self._same_secret(stored, secret):
+                await self._replace_webhook(store, existing, description, secret, [*changes, "secret"], what)
+                return
+        if not changes:
+            return
+        await store.update_webhook(existing.id, description=description, managed=True)
+        detail: dict[str, object] = {"id": existing.id}
+        if description is not None:
+            detail["description"] = description
+        await self._record_updated(what, changes, "webhook.update", repository, detail)
+
+    async def _replace_webhook(
+        self,
+        store: WebhookStore,
+        existing: Webhook,
+        description: str | None,
+        secret: str,
+        changes: list[str],
+        what: str,
+    ) -> None:
+        """
+        Give a webhook a new secret: create its replacement (managed, with the new secret),
+        move its pending deliveries there (they are signed with the new secret when sent), then
+        delete it.
+
+        The store keeps a webhook's secret for its whole life, hence the new id. A delivery that
+        the dispatcher is sending at that very moment may arrive twice, under two delivery ids.
+
+        @param store: The webhook store.
+        @param existing: The webhook to replace.
+        @param description: The new description, or C{None} to keep the current one.
+        @param secret: The new secret, in clear.
+        @param changes: What changed, for the log and the audit log.
+        @param what: The webhook, as named in the log.
+        """
+        replacement = await store.create_webhook(
+            existing.repository,
+            existing.url,
+            existing.description if description is None else description,
+            self._secrets.encrypt(secret),
+            managed=True,
+        )
+        moved = 0
+        for delivery in reversed(await store.list_deliveries(existing.id, _MAX_MOVED_DELIVERIES)):
+            if delivery.state == "pending":
+                await store.enqueue(replacement.id, delivery.repository, delivery.event, delivery.payload)
+                moved += 1
+        await store.delete_webhook(existing.id)
+        detail: dict[str, object] = {"id": replacement.id, "replaces": existing.id, "moved_deliveries": moved}
+        if description is not None:
+            detail["description"] = description
+        await self._record_updated(what, changes, "webhook.update", existing.repository, detail)

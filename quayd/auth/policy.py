@@ -235,6 +235,16 @@ class Policy:
         self._identity = identity
         self._superusers = superusers
 
+    async def claim(self, principal: Principal, repository: RepositoryName) -> None:
+        """
+        A push is about to write to C{repository}: if it does not exist yet, create
+        it, and make a user who creates it in an organization its admin (as Quay
+        does), so the creator keeps access to what they pushed.
+        """
+        if _needs_claim(principal, repository):
+            assert principal.name is not None
+            await self._identity.claim_repository(str(repository), principal.name)
+
     async def allowed_actions(self, principal: Principal, repository: RepositoryName) -> frozenset[Action]:
         """The actions C{principal} may perform on C{repository}."""
         name = str(repository)
@@ -253,6 +263,15 @@ class Policy:
             return actions if facts.repository_exists else frozenset()
         visibility = await self._identity.visibility(name)
         return frozenset({Action.PULL}) if visibility == "public" else frozenset()
+
+
+def _needs_claim(principal: Principal, repository: RepositoryName) -> bool:
+    return (
+        principal.kind == "user"
+        and principal.name is not None
+        and not principal.superuser
+        and repository.namespace != principal.name
+    )
 
 
 def _public(facts: AccessFacts) -> frozenset[Action]:
@@ -304,6 +323,9 @@ class AccessControl:
                 verified = self.tokens.verify(bearer)
             except TokenError as e:
                 raise self._unauthorized(f"invalid bearer token: {e}", error="invalid_token") from None
+            # A valid token authenticates the caller, even an anonymous one (as
+            # Distribution's token auth does for /v2/); routes needing a known
+            # principal check its kind.
             return _principal_of_subject(verified.subject, self._credentials.superusers)
         try:
             basic = parse_basic(headers)
@@ -344,10 +366,15 @@ class AccessControl:
                 raise self._unauthorized(
                     "token does not grant the requested access", scope, "insufficient_scope"
                 )
-            return _principal_of_subject(verified.subject, self._credentials.superusers)
+            principal = _principal_of_subject(verified.subject, self._credentials.superusers)
+            if Action.PUSH in actions:
+                await self.policy.claim(principal, repository)
+            return principal
         principal = await self.authenticate(headers, client)
         allowed = await self.policy.allowed_actions(principal, repository)
         if actions <= allowed:
+            if Action.PUSH in actions:
+                await self.policy.claim(principal, repository)
             return principal
         if principal.kind == "anonymous":
             raise self._unauthorized("authentication required", scope)

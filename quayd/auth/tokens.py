@@ -120,11 +120,23 @@ class TokenService:
                 algorithms=[self._key.algorithm],
                 audience=self.service,
                 issuer=self._issuer,
-                leeway=LEEWAY,
-                options={"require": ["exp", "iat", "sub", "aud", "iss"], "verify_iat": False},
+                options={
+                    "require": ["exp", "iat", "sub", "aud", "iss"],
+                    "verify_iat": False,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                },
             )
         except jwt.PyJWTError as e:
             raise TokenError(str(e)) from None
+        now = self._clock.seconds()
+        exp, nbf = claims.get("exp"), claims.get("nbf", 0)
+        if not isinstance(exp, int | float) or not isinstance(nbf, int | float):
+            raise TokenError("malformed exp or nbf claim")
+        if now > exp + LEEWAY:
+            raise TokenError("token has expired")
+        if now + LEEWAY < nbf:
+            raise TokenError("token is not yet valid")
         access: list[ResourceAccess] = []
         raw = claims.get("access", [])
         if not isinstance(raw, list):

@@ -495,6 +495,34 @@ class IdentityStore:
         )
         return _repository(rows[0])
 
+    async def claim_repository(self, name: str, creator: str) -> bool:
+        """
+        Create a repository pushed to for the first time, with C{creator} as its
+        admin; nothing happens if it exists.
+
+        @return: Whether it was created.
+        """
+
+        async def body(txn: Transaction) -> bool:
+            rows = await txn.execute(
+                f"INSERT INTO repository ({_REPOSITORY}) VALUES (?, 'private', 0, ?) "
+                "ON CONFLICT (name) DO NOTHING RETURNING name",
+                (name, self._clock.seconds()),
+            )
+            if not rows:
+                return False
+            await txn.execute(
+                f"INSERT INTO repository_permission ({_PERMISSION}) VALUES (?, 'user', ?, 'admin', 0) "
+                "ON CONFLICT (repository, kind, subject) DO NOTHING",
+                (name, creator),
+            )
+            return True
+
+        exists = await self._db.execute("SELECT 1 FROM repository WHERE name = ?", (name,))
+        if exists:
+            return False
+        return await self._db.run_interaction(body)
+
     async def get_repository(self, name: str) -> Repository | None:
         """A repository's access settings."""
         rows = await self._db.execute(f"SELECT {_REPOSITORY} FROM repository WHERE name = ?", (name,))

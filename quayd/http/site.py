@@ -52,7 +52,13 @@ class BodySinkFactory(Protocol):
     """Decides, from the request line and headers, whether a body is streamed."""
 
     def __call__(
-        self, method: bytes, path: bytes, headers: Headers, length: int | None, producer: IPushProducer
+        self,
+        method: bytes,
+        path: bytes,
+        headers: Headers,
+        length: int | None,
+        producer: IPushProducer,
+        client: str = "-",
     ) -> BodySink | None:
         """
         Return a sink for the body, or C{None} to buffer it normally.
@@ -93,7 +99,9 @@ class StreamingRequest(server.Request):
             factory = site.body_sink_factory
             if factory is not None:
                 transport = getattr(self.channel, "transport", None)
-                sink = factory(method, path, self.requestHeaders, length, IPushProducer(transport))
+                peer = self.getClientAddress()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+                client = str(getattr(peer, "host", "-"))
+                sink = factory(method, path, self.requestHeaders, length, IPushProducer(transport), client)
                 if sink is not None:
                     self.body_sink = sink
                     self.content = io.BytesIO()
@@ -115,6 +123,8 @@ class StreamingRequest(server.Request):
         site = self._site()
         if site is not None and self._body_received > site.max_buffered_body:
             self.body_too_large = True
+            if self.content is not None:
+                self.content.close()
             self.content = io.BytesIO()
             return
         super().handleContentChunk(data)  # type: ignore[no-untyped-call]  # Twisted's base method is unannotated

@@ -19,6 +19,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
+from werkzeug.routing import RequestRedirect
 
 from quayd.auth.endpoint import TokenEndpoint
 from quayd.auth.policy import Action, Authorizer
@@ -134,6 +135,16 @@ class RegistryApp:
         request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
         return render_error(request, Failure(MethodNotAllowed()))
 
+    @app.handle_errors(RequestRedirect)
+    def redirect(self, request: IRequest, failure: Failure) -> bytes:
+        """werkzeug's canonical-URL redirects (a missing or extra slash) become a 308."""
+        error = failure.value
+        assert isinstance(error, RequestRedirect)
+        request.setResponseCode(308)
+        _set(request, "Location", error.new_url)
+        _set(request, "Content-Length", "0")
+        return b""
+
     @app.handle_errors(Exception)
     def error(self, request: IRequest, failure: Failure) -> bytes:
         """Every other failure goes through the one renderer."""
@@ -142,7 +153,7 @@ class RegistryApp:
 
     # Base
 
-    @app.route("/v2/", methods=["GET", "HEAD"])
+    @app.route("/v2/", methods=["GET", "HEAD"], strict_slashes=False)
     async def base(self, request: IRequest) -> bytes:
         """The API version check clients start with."""
         request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
@@ -212,20 +223,25 @@ class RegistryApp:
 
     # Uploads
 
-    @app.route("/v2/<path:name>/blobs/uploads/", methods=["POST"])
+    @app.route("/v2/<path:name>/blobs/uploads/", methods=["POST"], strict_slashes=False)
     async def start_upload(self, request: IRequest, name: str) -> bytes:
         """Start an upload session, mount a blob, or take a monolithic upload."""
-        repo = RepositoryName.parse(name)
         request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
         digest_arg = _arg(request, "digest")
         if digest_arg is not None:
-            digest = Digest.parse(digest_arg)
-            upload = await self._streamed_body(request, repo)
+            upload = await self._streamed_body(request)
+            repo = upload.record.repository
+            try:
+                digest = Digest.parse(digest_arg)
+            except RegistryError:
+                await self._uploads.abandon(upload)
+                raise
             try:
                 blob = await self._uploads.complete(upload, digest)
             finally:
                 self._uploads.release(upload.record.id)
             return self._created(request, repo, blob.digest)
+        repo = RepositoryName.parse(name)
         await self._authorizer.authorize(
             request.requestHeaders,
             repo,
@@ -241,11 +257,6 @@ class RegistryApp:
                 return self._created(request, repo, Digest.parse(mount))
         record = await self._uploads.start(repo)
         return self._accepted(request, repo, record.id, 0)
-
-    @app.route("/v2/<path:name>/blobs/uploads", methods=["POST"])
-    async def start_upload_no_slash(self, request: IRequest, name: str) -> bytes:
-        """The same as L{start_upload}, without the trailing slash."""
-        return await self.start_upload(request, name)
 
     async def _mount(
         self, headers: Headers, repo: RepositoryName, digest: Digest, source: str | None, client: str
@@ -282,7 +293,7 @@ class RegistryApp:
         _set(request, "Content-Length", "0")
         return b""
 
-    async def _streamed_body(self, request: IRequest, repo: RepositoryName) -> OpenUpload:
+    async def _streamed_body(self, request: IRequest) -> OpenUpload:
         """
         The upload the request's body was streamed into.
 
@@ -310,9 +321,9 @@ class RegistryApp:
     @app.route("/v2/<path:name>/blobs/uploads/<upload_id>", methods=["PATCH"])
     async def patch_upload(self, request: IRequest, name: str, upload_id: str) -> bytes:
         """Append a chunk (or the whole stream) to an upload session."""
-        repo = RepositoryName.parse(name)
         request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
-        upload = await self._streamed_body(request, repo)
+        upload = await self._streamed_body(request)
+        repo = upload.record.repository
         try:
             record = await self._uploads.checkpoint(upload)
         finally:
@@ -322,10 +333,10 @@ class RegistryApp:
     @app.route("/v2/<path:name>/blobs/uploads/<upload_id>", methods=["PUT"])
     async def put_upload(self, request: IRequest, name: str, upload_id: str) -> bytes:
         """Finish an upload session (with or without a final chunk)."""
-        repo = RepositoryName.parse(name)
         request.responseHeaders.setRawHeaders(*API_VERSION_HEADER)
         digest_arg = _arg(request, "digest")
-        upload = await self._streamed_body(request, repo)
+        upload = await self._streamed_body(request)
+        repo = upload.record.repository
         try:
             if digest_arg is None:
                 raise BlobUploadInvalid("the digest query parameter is required to finish an upload")

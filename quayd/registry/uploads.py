@@ -209,8 +209,20 @@ class UploadService:
         await self.status(repo, upload_id)
         if not await self._store.delete_upload(upload_id):
             raise BlobUploadUnknown(f"upload {upload_id} is not known in {repo}")
-        await self.forget_writer(upload_id)
+        if upload_id not in self._busy:
+            # A request streaming into it keeps its writer; its checkpoint then
+            # finds the session gone and answers BLOB_UPLOAD_UNKNOWN.
+            await self.forget_writer(upload_id)
         await self._blobs.delete_upload(upload_id)
+
+    async def abandon(self, upload: OpenUpload) -> None:
+        """Remove a session taken by a request that cannot use it (its data is garbage)."""
+        upload_id = upload.record.id
+        try:
+            await self.forget_writer(upload_id)
+            await self._discard(upload_id)
+        finally:
+            self.release(upload_id)
 
     async def close(self) -> None:
         """Close every in-memory writer (shutdown); staged bytes and sessions stay."""
@@ -344,9 +356,13 @@ class UploadBodySink:
                 received=self._received,
                 size=upload.record.committed_size,
             )
-        Deferred.fromCoroutine(self._uploads.forget_writer(upload_id)).addBoth(
-            lambda _: self._uploads.release(upload_id)
+        # forget_writer drops the writer at once (closing it continues in the
+        # background), so the session can be released right away: a client
+        # retrying immediately after the error finds it free.
+        Deferred.fromCoroutine(self._uploads.forget_writer(upload_id)).addErrback(
+            lambda f: _log.failure("closing an upload writer failed", f)
         )
+        self._uploads.release(upload_id)
 
     def _drained(self, written: int) -> None:
         self._busy = False
@@ -432,7 +448,13 @@ class UploadSinkFactory:
         self._authorizer = authorizer
 
     def __call__(
-        self, method: bytes, path: bytes, headers: Headers, length: int | None, producer: IPushProducer
+        self,
+        method: bytes,
+        path: bytes,
+        headers: Headers,
+        length: int | None,
+        producer: IPushProducer,
+        client: str = "-",
     ) -> UploadBodySink | None:
         """Return a sink for upload bodies, C{None} for everything else."""
         route, query = _query(path)
@@ -440,12 +462,12 @@ class UploadSinkFactory:
             match = SESSION_PATH.fullmatch(route)
             if match is None:
                 return None
-            prepare = self._take(match["name"], match["id"], method, headers, length)
+            prepare = self._take(match["name"], match["id"], method, headers, length, client)
         elif method == b"POST" and "digest" in query:
             match = START_PATH.fullmatch(route)
             if match is None:
                 return None
-            prepare = self._start(match["name"], headers)
+            prepare = self._start(match["name"], headers, client)
         else:
             return None
         return self.sink(producer, prepare, length)
@@ -460,11 +482,11 @@ class UploadSinkFactory:
         return UploadBodySink(self._uploads, producer, prepare, self._uploads.limits.max_blob_bytes, length)
 
     def _take(
-        self, name: str, upload_id: str, method: bytes, headers: Headers, length: int | None
+        self, name: str, upload_id: str, method: bytes, headers: Headers, length: int | None, client: str
     ) -> Callable[[], Awaitable[OpenUpload]]:
         async def prepare() -> OpenUpload:
             repo = RepositoryName.parse(name)
-            await self._authorizer.authorize(headers, repo, frozenset({Action.PULL, Action.PUSH}))
+            await self._authorizer.authorize(headers, repo, frozenset({Action.PULL, Action.PUSH}), client)
             upload = await self._uploads.take(repo, upload_id)
             try:
                 check_content_range(upload.record, headers, length)
@@ -475,10 +497,10 @@ class UploadSinkFactory:
 
         return prepare
 
-    def _start(self, name: str, headers: Headers) -> Callable[[], Awaitable[OpenUpload]]:
+    def _start(self, name: str, headers: Headers, client: str) -> Callable[[], Awaitable[OpenUpload]]:
         async def prepare() -> OpenUpload:
             repo = RepositoryName.parse(name)
-            await self._authorizer.authorize(headers, repo, frozenset({Action.PULL, Action.PUSH}))
+            await self._authorizer.authorize(headers, repo, frozenset({Action.PULL, Action.PUSH}), client)
             record = await self._uploads.start(repo)
             return await self._uploads.take(repo, record.id)
 
