@@ -53,4 +53,10 @@ class IDatabase(Interface):
         """Run one statement in its own transaction; fires with its rows."""
 
     def run_script(sql: str) -> Deferred[None]:
-        """Run a multi-statement DDL script in one transaction (migrations)."""
+        """Run a multi-statement DDL script in one transaction."""
+
+    def run_migration(version: int, sql: str) -> Deferred[bool]:
+        """
+        Apply schema step C{version} (and record it) in one transaction unless
+        it is applied already; fires with whether it was applied here.
+        """

@@ -61,8 +61,6 @@ async def migrate(database: IDatabase) -> int:
     if current > len(steps):
         raise RuntimeError(f"database schema version {current} is newer than this quayd ({len(steps)})")
     for step in steps[current:]:
-        _log.info("applying schema migration {name}", name=step.name)
-        await database.run_script(
-            f"{step.sql}\nINSERT INTO schema_version (version) VALUES ({step.version});"
-        )
+        if await database.run_migration(step.version, step.sql):
+            _log.info("applied schema migration {name}", name=step.name)
     return len(steps)

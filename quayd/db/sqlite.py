@@ -139,6 +139,37 @@ class SQLiteDatabase:
 
         return Deferred.fromCoroutine(locked())
 
+    def run_migration(self, version: int, sql: str) -> Deferred[bool]:
+        """Apply one schema step unless applied; the database lock serializes processes."""
+
+        def migrate() -> bool:
+            assert self._connection is not None
+            connection = self._connection
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                current = connection.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+                if current >= version:
+                    connection.execute("ROLLBACK")
+                    return False
+                connection.execute("ROLLBACK")
+                record = f"INSERT INTO schema_version (version) VALUES ({int(version)});"
+                connection.executescript(f"BEGIN IMMEDIATE;\n{sql}\n{record}\nCOMMIT;")
+                return True
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+
+        async def locked() -> bool:
+            await self._lock.acquire()
+            try:
+                return await self._in_thread(migrate)
+            finally:
+                self._lock.release()
+
+        return Deferred.fromCoroutine(locked())
+
     def run_script(self, sql: str) -> Deferred[None]:
         """Run a DDL script in one transaction."""
 

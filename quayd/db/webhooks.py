@@ -195,15 +195,16 @@ class WebhookStore:
             )
             created = 0
             for repository, principal in groups:
+                # DELETE ... RETURNING takes the rows: of two processes coalescing
+                # at once, the second gets nothing once the first commits.
                 rows = await txn.execute(
-                    "SELECT id, manifest_digest, tag, image_id, visibility FROM push_outbox "
-                    "WHERE repository = ? AND principal = ? ORDER BY id",
+                    "DELETE FROM push_outbox WHERE repository = ? AND principal = ? "
+                    "RETURNING id, manifest_digest, tag, image_id, visibility",
                     (repository, principal),
                 )
-                await txn.execute(
-                    "DELETE FROM push_outbox WHERE repository = ? AND principal = ? AND id <= ?",
-                    (repository, principal, rows[-1][0]),
-                )
+                if not rows:
+                    continue
+                rows.sort(key=lambda r: int(r[0]))
                 records = [PushRecord(manifest_digest=r[1], tag=r[2], image_id=r[3]) for r in rows]
                 if not any(r.tag is not None for r in records):
                     continue
@@ -241,7 +242,13 @@ class WebhookStore:
             )
             claimed = []
             for row in rows:
-                await txn.execute("UPDATE delivery SET claimed_until = ? WHERE id = ?", (now + lease, row[0]))
+                # Conditional: of two processes claiming at once, one wins.
+                won = await txn.execute(
+                    "UPDATE delivery SET claimed_until = ? WHERE id = ? AND claimed_until <= ? RETURNING id",
+                    (now + lease, row[0], now),
+                )
+                if not won:
+                    continue
                 claimed.append(
                     ClaimedDelivery(delivery=_delivery(row[:12]), url=row[12], secret_ciphertext=row[13])
                 )
@@ -261,7 +268,7 @@ class WebhookStore:
         """When the earliest outbox group will have been quiet for C{quiet} seconds, if any."""
         rows = await self._db.execute(
             "SELECT min(last_at) FROM (SELECT max(created_at) AS last_at FROM push_outbox "
-            "GROUP BY repository, principal) AS groups"
+            "GROUP BY repository, principal) AS outbox_groups"
         )
         return None if not rows or rows[0][0] is None else float(rows[0][0]) + quiet
 

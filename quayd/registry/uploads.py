@@ -182,6 +182,9 @@ class UploadService:
             await self._discard(upload_id)
             raise DigestInvalid(f"unsupported digest algorithm {digest.algorithm}; use sha256")
         size = upload.writer.size
+        if await self._store.get_upload(upload.record.repository, upload_id) is None:
+            await upload.writer.close()
+            raise BlobUploadUnknown(f"upload {upload_id} was cancelled or expired")
         try:
             key = await upload.writer.commit(digest)
         except DigestInvalid:
@@ -290,6 +293,7 @@ class UploadBodySink:
         self._aborted = False
         self._upload: OpenUpload | None = None
         self._error: Failure | None = None
+        self._releasing: Deferred[None] | None = None
         self.result: Deferred[OpenUpload] = Deferred()
         self._pause()
         Deferred.fromCoroutine(self._prepare(prepare))
@@ -325,9 +329,15 @@ class UploadBodySink:
         if self._busy:
             return
         if self._aborted or self._error is not None:
-            self._release()
+            if self._upload is not None:
+                self._releasing = Deferred.fromCoroutine(self._release())
             if self._error is not None and self._finished:
-                self._deliver()
+                # The error reaches the client only once the session is free
+                # again, so an immediate retry can take it.
+                if self._releasing is None or self._releasing.called:
+                    self._deliver()
+                else:
+                    self._releasing.addBoth(lambda _: self._deliver())
             elif not self._aborted:
                 self._maybe_resume()
             return
@@ -343,8 +353,12 @@ class UploadBodySink:
         else:
             self._maybe_resume()
 
-    def _release(self) -> None:
-        """Give the session back; its in-memory writer is dropped (unrecorded bytes are garbage)."""
+    async def _release(self) -> None:
+        """
+        Give the session back once its writer is closed (unrecorded bytes are
+        garbage; the next request truncates them). Closing first matters: the
+        writer may still flush buffered bytes into the staged file.
+        """
         upload, self._upload = self._upload, None
         if upload is None:
             return
@@ -356,13 +370,12 @@ class UploadBodySink:
                 received=self._received,
                 size=upload.record.committed_size,
             )
-        # forget_writer drops the writer at once (closing it continues in the
-        # background), so the session can be released right away: a client
-        # retrying immediately after the error finds it free.
-        Deferred.fromCoroutine(self._uploads.forget_writer(upload_id)).addErrback(
-            lambda f: _log.failure("closing an upload writer failed", f)
-        )
-        self._uploads.release(upload_id)
+        try:
+            await self._uploads.forget_writer(upload_id)
+        except Exception:
+            _log.failure("closing the writer of upload {upload_id} failed", upload_id=upload_id)
+        finally:
+            self._uploads.release(upload_id)
 
     def _drained(self, written: int) -> None:
         self._busy = False

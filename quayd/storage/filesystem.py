@@ -182,7 +182,7 @@ class FilesystemBlobStore:
 
     def exists(self, storage_key: str) -> Deferred[bool]:
         """Whether the blob file exists."""
-        return self._run(self._blob_path(storage_key).is_file)
+        return self._run(lambda: self._blob_path(storage_key).is_file())
 
     def begin_upload(self, upload_id: str) -> Deferred[IBlobWriter]:
         """Create an empty staged file."""
@@ -240,8 +240,8 @@ class FilesystemBlobStore:
 
     def delete_upload(self, upload_id: str) -> Deferred[None]:
         """Remove a staged file."""
-        return self._run(self._upload_path(upload_id).unlink, missing_ok=True)
+        return self._run(lambda: self._upload_path(upload_id).unlink(missing_ok=True))
 
     def delete(self, storage_key: str) -> Deferred[None]:
         """Remove a committed blob file."""
-        return self._run(self._blob_path(storage_key).unlink, missing_ok=True)
+        return self._run(lambda: self._blob_path(storage_key).unlink(missing_ok=True))

@@ -291,11 +291,6 @@ async def test_blob_store_refuses_invalid_upload_ids(blob_backend: BlobStoreBack
         await blob_backend.store.delete_upload(upload_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: FilesystemBlobStore.exists/delete/delete_upload validate the key or id before "
-    "calling the runner, so they raise synchronously instead of returning a failed Deferred",
-)
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_blob_store_invalid_keys_fail_the_deferred(blob_backend: BlobStoreBackend) -> None:
     """Invalid keys and ids fail the returned Deferred; no method raises synchronously."""

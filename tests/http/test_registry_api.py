@@ -146,20 +146,13 @@ async def test_api_base_answers_with_version(registry: Registry) -> None:
     assert response.header("Docker-Distribution-API-Version") == "registry/2.0"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the catch-all handle_errors(Exception) in RegistryApp swallows werkzeug's "
-    "RequestRedirect, so GET /v2 answers 500 UNKNOWN and logs a crash",
-)
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_api_base_without_slash_is_not_an_error(registry: Registry) -> None:
     """C{GET /v2} redirects to C{/v2/} (or answers it) instead of failing."""
-    registry.expected_failures = 1
     response = await registry.client.request("GET", "/v2")
     assert response.code in (200, 301, 308), response.body
     if response.code != 200:
         assert (response.header("Location") or "").endswith("/v2/")
-    registry.expected_failures = 0
 
 
 # Errors
@@ -217,11 +210,6 @@ async def test_api_errors_are_spec_json(
     ],
     ids=["patch", "put", "post"],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the handlers parse the name before awaiting the body sink, whose result then "
-    "fails with nobody listening: 'Unhandled error in Deferred' is logged for every such request",
-)
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_api_streamed_body_to_invalid_name(registry: Registry, method: str, path: str) -> None:
     """An upload body sent to an invalid repository name answers 400 NAME_INVALID and logs no crash."""
@@ -255,21 +243,14 @@ async def test_api_monolithic_post_creates_blob(registry: Registry) -> None:
     assert registry.staged_files() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: werkzeug answers the slash-less path with RequestRedirect before trying the "
-    "start_upload_no_slash route; the catch-all error handler turns that into 500 UNKNOWN",
-)
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_api_monolithic_post_without_slash(registry: Registry) -> None:
     """The upload path without its trailing slash works the same."""
-    registry.expected_failures = 1
     data = b"no slash"
     digest = digest_of(data)
     response = await registry.client.request("POST", f"/v2/{REPO}/blobs/uploads?digest={digest}", body=data)
     assert response.code == 201
     assert response.header("Docker-Content-Digest") == digest
-    registry.expected_failures = 0
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
@@ -285,11 +266,6 @@ async def test_api_monolithic_post_digest_mismatch(registry: Registry) -> None:
     assert registry.staged_files() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: RegistryApp.start_upload parses ?digest= before awaiting the streamed body, so the "
-    "session the sink started stays taken (busy) with its staged file, and expire never removes it",
-)
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_api_monolithic_post_invalid_digest_leaves_nothing(registry: Registry) -> None:
     """A monolithic upload with a malformed digest answers 400 DIGEST_INVALID and leaves no session behind."""
@@ -543,7 +519,6 @@ async def test_api_blob_range_unsatisfiable_416(registry: Registry, range_header
     assert response.header("Content-Range") == "bytes */1000"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: 'bytes=-0' resolves to the whole blob (ByteRange: -0 == 0)")
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_api_blob_zero_suffix_range_416(registry: Registry) -> None:
     """C{Range: bytes=-0} selects nothing and answers 416."""
@@ -744,21 +719,7 @@ async def test_api_manifest_invalid(registry: Registry, content: bytes, media_ty
     assert_error(response, 400, "MANIFEST_INVALID")
 
 
-@pytest.mark.parametrize(
-    "chunked",
-    [
-        pytest.param(False, id="content-length"),
-        pytest.param(
-            True,
-            id="chunked",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: StreamingRequest.handleContentChunk replaces the spooled temporary file "
-                "with a BytesIO without closing it (ResourceWarning: unclosed file)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_api_manifest_too_large_413(registry: Registry, chunked: bool) -> None:
     """A manifest over the size limit answers 413 SIZE_INVALID, however it is sent."""

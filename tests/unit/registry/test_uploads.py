@@ -417,37 +417,50 @@ async def test_upload_sink_failure_before_prepared_releases_session(uploads: Upl
     assert resumed.writer.size == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: UploadBodySink._release lets the session go only after the writer is closed in "
-    "the blocking runner, but the error is delivered at once, so the 4xx reaches the client while "
-    "the session is still taken and an immediate retry gets BLOB_UPLOAD_INVALID",
-)
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
-async def test_upload_sink_result_fails_after_session_released(uploads: Uploads) -> None:
-    """When the result fails, the session can already be taken by the next request."""
-    service = uploads.new_service(UploadLimits(max_blob_bytes=4))
+async def test_upload_failed_request_neither_blocks_nor_corrupts_the_next(uploads: Uploads) -> None:
+    """The next request on a session is not refused once the error is out, and its data stays intact."""
+    service = uploads.new_service(UploadLimits(max_blob_bytes=150))
     record = await service.start(REPO)
     upload = await service.take(REPO, record.id)
+    sink, _ = _sink(service, upload, limit=150)
+    sink.write(b"A" * 100)  # written, and still in the writer's buffer
     uploads.runner.held = True
-    sink, _ = _sink(service, upload, limit=4)
-    sink.write(b"too large")
+    sink.write(b"A" * 100)  # over the limit: the request fails; closing its writer waits in the runner
     sink.finish()
-    failure_result_of(sink.result, TooLarge)
-    # New blocking work runs at once again; what the sink queued stays queued.
+    # New blocking work runs at once again; the close the sink queued stays queued.
     uploads.runner.held = False
-    resumed = await service.take(REPO, record.id)
-    assert resumed.writer.size == 0
+    try:
+        second = await service.take(REPO, record.id)
+    except BlobUploadInvalid:
+        # Still taken: then the error must not have been answered yet.
+        assert_no_result(sink.result)
+        uploads.runner.step()
+        failure_result_of(sink.result, TooLarge)
+        second = await service.take(REPO, record.id)
+    else:
+        failure_result_of(sink.result, TooLarge)
+    await second.writer.write([b"B" * 50])
+    blob = await service.complete(second, Digest.sha256_of(b"B" * 50))
+    service.release(record.id)
+    uploads.runner.step()  # whatever of the failed request is still queued runs now
+    reader = await uploads.blobs.open(blob.storage_key)
+    try:
+        assert await reader.read(0, 1000) == b"B" * 50
+    finally:
+        reader.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: UploadService.cancel closes the writer of a session a request is streaming into; "
-    "the next chunk fails with ValueError (write to closed file), answered as 500 UNKNOWN",
+@pytest.mark.parametrize(
+    "finish",
+    [
+        pytest.param("patch", id="patch"),
+        pytest.param("put", id="put"),
+    ],
 )
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
-async def test_upload_cancel_during_stream_is_a_registry_error(uploads: Uploads) -> None:
-    """Cancelling a session a request is streaming into ends in a registry error, not a crash."""
+async def test_upload_cancel_during_stream_ends_in_registry_error(uploads: Uploads, finish: str) -> None:
+    """A request streaming into a session cancelled meanwhile ends in a registry error, not a crash."""
     service = uploads.service
     record = await service.start(REPO)
     upload = await service.take(REPO, record.id)
@@ -456,10 +469,24 @@ async def test_upload_cancel_during_stream_is_a_registry_error(uploads: Uploads)
     try:
         await service.cancel(REPO, record.id)
     except BlobUploadInvalid:
+        service.release(record.id)
         return  # refusing to cancel a session in use is fine too
     sink.write(b"second")
     sink.finish()
-    failure_result_of(sink.result, RegistryError)
+    try:
+        taken = await sink.result
+        if finish == "patch":
+            await service.checkpoint(taken)
+        else:
+            await service.complete(taken, Digest.sha256_of(b"firstsecond"))
+    except RegistryError:
+        pass
+    else:
+        pytest.fail("the request on the cancelled session succeeded")
+    finally:
+        service.release(record.id)
+    assert uploads.staged(record.id) is None
+    assert await uploads.store.find_blob(Digest.sha256_of(b"firstsecond")) is None
 
 
 # Content-Range and the sink factory
