@@ -22,7 +22,6 @@ from quayd.auth.policy import MAX_PASSWORD_BYTES
 from quayd.config import ConfigError, load_config
 from quayd.db.identity import IdentityStore
 from quayd.db.migrations import migrate
-from quayd.db.sqlite import SQLiteDatabase
 from quayd.types import RepositoryName
 
 #: bcrypt work factor for new password hashes.
@@ -46,10 +45,11 @@ def hash_password(password: str) -> str:
 async def _set_password(
     reactor: object, config_path: str, name: str, email: str | None, password: str
 ) -> None:
+    from quayd.service import open_database
+
     config = load_config(config_path)
     RepositoryName.parse(name)  # user names follow the namespace grammar
-    assert config.database.path is not None
-    database = SQLiteDatabase(config.database.path, reactor)  # type: ignore[arg-type]  # the global reactor
+    database = open_database(config.database, reactor)
     await database.open()
     try:
         await migrate(database)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Final, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from twisted.internet.endpoints import serverFromString
@@ -84,7 +85,7 @@ The path of a value in the config file: mapping keys as C{str}, list indexes as 
 
 Scheme = Literal["http", "https"]
 StorageDriver = Literal["filesystem"]
-DatabaseBackend = Literal["sqlite"]
+DatabaseBackend = Literal["sqlite", "postgresql"]
 LogFormat = Literal["text", "json"]
 LogLevelName = Literal["debug", "info", "warn", "error", "critical"]
 
@@ -278,11 +279,17 @@ class DatabaseConfig:
     @ivar url: The URL as configured (or the computed default). Future backends' URLs may carry
         credentials, so never log it.
     @ivar path: Absolute path of the SQLite database file; C{None} for backends without one.
+    @ivar password_file: PostgreSQL: a file holding the password (never in the URL).
+    @ivar pool_size: PostgreSQL: connections in the pool.
+    @ivar statement_timeout: PostgreSQL: server-side limit of one statement, in seconds.
     """
 
     backend: DatabaseBackend = "sqlite"
     url: str
     path: Path | None
+    password_file: Path | None = None
+    pool_size: int = 4
+    statement_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         """
@@ -924,7 +931,7 @@ def _parse_database(data: object, path: ConfigPath, data_dir: Path) -> DatabaseC
     @param data_dir: The absolute data directory, parent of the default database file.
     @return: The validated section.
     """
-    section = _mapping(data, path, ("url",))
+    section = _mapping(data, path, ("url", "password_file", "pool_size", "statement_timeout"))
     url_path = (*path, "url")
     configured = section.get("url")
     if configured is None:
@@ -948,8 +955,35 @@ def _parse_database(data: object, path: ConfigPath, data_dir: Path) -> DatabaseC
             )
         return DatabaseConfig(backend="sqlite", url=url, path=_absolute(rest))
     if scheme in ("postgresql", "postgres"):
-        raise ConfigError(url_path, "PostgreSQL is not supported yet; use 'sqlite:PATH'")
-    raise ConfigError(url_path, f"unsupported database URL scheme {scheme!r}; use 'sqlite:PATH'")
+        parts = urlsplit(url)
+        if parts.password is not None:
+            raise ConfigError(url_path, "must not contain a password; use database.password_file")
+        if not parts.hostname or not parts.path.strip("/"):
+            raise ConfigError(
+                url_path, "needs a host and a database, as in 'postgresql://quayd@db:5432/quayd'"
+            )
+        password_file = section.get("password_file")
+        pool_size = _integer(section.get("pool_size", 4), (*path, "pool_size"))
+        if not 1 <= pool_size <= 100:
+            raise ConfigError((*path, "pool_size"), "must be between 1 and 100")
+        timeout = _number(section.get("statement_timeout", 30), (*path, "statement_timeout"))
+        if not 0 < timeout <= 3600:
+            raise ConfigError((*path, "statement_timeout"), "must be > 0 and <= 3600 seconds")
+        return DatabaseConfig(
+            backend="postgresql",
+            url=url,
+            path=None,
+            password_file=(
+                None
+                if password_file is None
+                else _absolute(_non_empty_string(password_file, (*path, "password_file")))
+            ),
+            pool_size=pool_size,
+            statement_timeout=timeout,
+        )
+    raise ConfigError(
+        url_path, f"unsupported database URL scheme {scheme!r}; use 'sqlite:PATH' or 'postgresql://'"
+    )
 
 
 def _parse_registry(data: object, path: ConfigPath) -> RegistryConfig:

@@ -22,9 +22,11 @@ from quayd.auth.policy import AccessControl, Credentials, Policy
 from quayd.auth.throttle import LoginThrottle
 from quayd.auth.tokens import TokenService
 from quayd.blocking import ThreadPoolService
-from quayd.config import Config, load_config
+from quayd.config import Config, DatabaseConfig, load_config
 from quayd.db.identity import IdentityStore
+from quayd.db.interfaces import IDatabase
 from quayd.db.migrations import migrate
+from quayd.db.postgres import PostgresDatabase
 from quayd.db.sqlite import SQLiteDatabase
 from quayd.db.store import MetadataStore
 from quayd.db.webhooks import WebhookStore
@@ -52,8 +54,7 @@ class QuaydService(MultiService):
         self._config = config
         self._reactor = reactor
         self._pool = ThreadPoolService(reactor)
-        assert config.database.path is not None
-        self.database = SQLiteDatabase(config.database.path, reactor)
+        self.database = open_database(config.database, reactor)
         self.ready: Deferred[None] = Deferred()
         self._uploads: UploadService | None = None
         self.identity: IdentityStore | None = None
@@ -235,6 +236,23 @@ class QuaydService(MultiService):
             self._pool.stopService()
 
         return Deferred.fromCoroutine(stop())
+
+
+def open_database(config: DatabaseConfig, reactor: Any) -> IDatabase:
+    """The configured database backend (not yet opened)."""
+    if config.backend == "postgresql":
+        password = None
+        if config.password_file is not None:
+            password = config.password_file.read_text(encoding="utf-8").strip()
+        return PostgresDatabase(
+            config.url,
+            reactor,
+            pool_size=config.pool_size,
+            statement_timeout=config.statement_timeout,
+            password=password,
+        )
+    assert config.path is not None
+    return SQLiteDatabase(config.path, reactor)
 
 
 def build_service(config: Config, reactor: Any) -> QuaydService:

@@ -73,8 +73,16 @@ class PostgresDatabase:
 
     dialect = "postgresql"
 
-    def __init__(self, dsn: str, reactor: Any, pool_size: int = 4, statement_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        reactor: Any,
+        pool_size: int = 4,
+        statement_timeout: float = 30.0,
+        password: str | None = None,
+    ) -> None:
         self._dsn = dsn
+        self._password = password
         self._reactor = reactor
         self._pool_size = pool_size
         self._statement_timeout = statement_timeout
@@ -91,7 +99,8 @@ class PostgresDatabase:
 
             Pool.reactor = reactor
             options = f"-c statement_timeout={int(self._statement_timeout * 1000)}"
-            pool = Pool(None, self._dsn, min=self._pool_size, options=options)
+            extra = {} if self._password is None else {"password": self._password}
+            pool = Pool(None, self._dsn, min=self._pool_size, options=options, **extra)
             try:
                 await pool.start()
             except Exception as e:

@@ -15,7 +15,7 @@ import io
 from collections.abc import Callable
 from typing import Protocol
 
-from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.interfaces import IAddress, IPushProducer, ITransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -175,16 +175,23 @@ class QuaydSite(server.Site):
         if protocol is None:
             return None
         original: Callable[[bytes], None] = protocol.dataReceived
+        original_connect: Callable[[ITransport], None] = protocol.makeConnection
+        connection: list[ITransport] = []
+
+        def make_connection(transport: ITransport) -> None:
+            connection.append(transport)
+            del protocol.makeConnection
+            original_connect(transport)
 
         def first_data(data: bytes) -> None:
             del protocol.dataReceived  # back to the class's method for the rest
-            if data[:1] == _TLS_HANDSHAKE:
-                transport = protocol.transport
-                if transport is not None:
-                    transport.write(_PLAIN_HTTP_ONLY)
-                    transport.loseConnection()
+            if data[:1] == _TLS_HANDSHAKE and connection:
+                connection[0].write(_PLAIN_HTTP_ONLY)
+                connection[0].loseConnection()
                 return
             original(data)
+
+        protocol.makeConnection = make_connection  # see the transport
 
         protocol.dataReceived = first_data  # type: ignore[method-assign]  # sniff only the first bytes
         return protocol

@@ -8,10 +8,11 @@ entry to the parameter list of its fixture below; the suites stay as they are.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg2
 import pytest
 import pytest_twisted
 from twisted.internet.interfaces import IReactorFromThreads
@@ -20,10 +21,12 @@ from twisted.internet.task import Clock
 from quayd.blocking import BlockingRunner, ThreadPoolService, run_synchronously
 from quayd.db.interfaces import IDatabase
 from quayd.db.migrations import migrate
+from quayd.db.postgres import PostgresDatabase
 from quayd.db.store import MetadataStore
 from quayd.storage.filesystem import FilesystemBlobStore
 from quayd.storage.interfaces import IBlobStore
 from tests.support.databases import open_sqlite
+from tests.support.postgres import PostgresCluster, throwaway_cluster
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,13 +91,30 @@ async def blob_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
             pool.stopService()
 
 
-@pytest_twisted.async_yield_fixture(params=["sqlite"])  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster for the whole run."""
+    with throwaway_cluster() as cluster:
+        yield cluster
+
+
+@pytest_twisted.async_yield_fixture(params=["sqlite", "postgresql"])  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def database_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DatabaseBackend]:
     """Each L{IDatabase} backend, open and empty (no schema)."""
-    assert request.param == "sqlite"
-    database = await open_sqlite(tmp_path / "quayd.sqlite", migrated=False)
+    database: IDatabase
+    errors: tuple[type[BaseException], ...]
+    if request.param == "sqlite":
+        database = await open_sqlite(tmp_path / "quayd.sqlite", migrated=False)
+        errors = (sqlite3.Error,)
+    else:
+        from twisted.internet import reactor
+
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        database = PostgresDatabase(cluster.new_database(), reactor, pool_size=3)
+        await database.open()
+        errors = (psycopg2.Error,)
     try:
-        yield DatabaseBackend(database=database, errors=(sqlite3.Error,))
+        yield DatabaseBackend(database=database, errors=errors)
     finally:
         await database.close()
 
