@@ -17,11 +17,12 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from quayd.admin.api import AdminApp, mount_admin_api
 from quayd.admin.reconcile import Reconciler
 from quayd.auth.endpoint import TokenEndpoint
-from quayd.auth.keys import SecretBox, load_secret_box, load_signing_key
+from quayd.auth.keys import SecretBox, load_secret_box, load_signing_key, new_token
 from quayd.auth.policy import AccessControl, Credentials, Policy
 from quayd.auth.throttle import LoginThrottle
 from quayd.auth.tokens import TokenService
 from quayd.blocking import ThreadPoolService
+from quayd.cli import hash_password
 from quayd.config import Config, DatabaseConfig, load_config
 from quayd.db.identity import IdentityStore
 from quayd.db.interfaces import IDatabase
@@ -176,6 +177,7 @@ class QuaydService(MultiService):
         # Children added while this service is running are started by addService itself.
         access, token_endpoint, self.identity = await self._build_access()
         await self._reconcile(self.identity)
+        await self._bootstrap_superusers(self.identity)
         self._build(access, token_endpoint)
         _log.info(
             "quayd serving {base_url} on {listen}",
@@ -183,6 +185,28 @@ class QuaydService(MultiService):
             listen=", ".join(self._config.server.listen),
         )
         self.ready.callback(None)
+
+    async def _bootstrap_superusers(self, identity: IdentityStore) -> None:
+        """
+        First run: a superuser named in C{auth.superusers} that does not exist yet is
+        created with a random password, written to C{<data_dir>/initial-password-<name>}
+        (mode 0600) for the operator, so a fresh install is usable without any
+        default password. C{quayd-admin set-password} changes it.
+        """
+        for name in self._config.auth.superusers:
+            if await identity.get_account(name) is not None:
+                continue
+            password = new_token()[:24]
+            password_hash = await self._pool(hash_password, password)
+            path = self._config.data_dir / f"initial-password-{name}"
+            await self._pool(_write_secret_file, path, password + "\n")
+            await identity.create_user(name, None, password_hash)
+            _log.warn(
+                "created superuser {name}; its initial password is in {path} "
+                "(change it with quayd-admin set-password)",
+                name=name,
+                path=str(path),
+            )
 
     async def _reconcile(self, identity: IdentityStore) -> None:
         """
@@ -236,6 +260,15 @@ class QuaydService(MultiService):
             self._pool.stopService()
 
         return Deferred.fromCoroutine(stop())
+
+
+def _write_secret_file(path: Any, text: str) -> None:
+    """Write a file readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def open_database(config: DatabaseConfig, reactor: Any) -> IDatabase:

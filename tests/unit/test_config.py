@@ -147,11 +147,12 @@ def test_config_empty_sections_use_defaults() -> None:
 
 
 def test_config_example_file_loads() -> None:
-    """The annotated etc/quayd.yaml loads and spells out exactly the defaults."""
+    """The annotated etc/quayd.yaml loads and spells out the defaults, plus the first superuser."""
     config = load_config(EXAMPLE)
     assert config.source == str(EXAMPLE)
     assert config.server.listen == DEFAULT_LISTEN
-    assert config == parse_config({}, source=str(EXAMPLE))
+    assert config.auth.superusers == ("admin",)
+    assert config == parse_config({"auth": {"superusers": ["admin"]}}, source=str(EXAMPLE))
 
 
 def test_config_relative_paths_resolved(workdir: Path) -> None:
@@ -465,7 +466,8 @@ def test_config_duplicate_listen_rejected() -> None:
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
-        ("postgresql://quayd:secret@db/quayd", "PostgreSQL is not supported yet"),
+        ("postgresql://quayd:secret@db/quayd", "must not contain a password"),
+        ("postgresql:///quayd", "needs a host and a database"),
         ("mysql://db/quayd", "unsupported database URL scheme 'mysql'"),
         ("quayd.sqlite", "must be a database URL"),
         ("sqlite:", "needs a file path"),
