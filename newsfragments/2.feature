@@ -1,0 +1,1 @@
+quayd serves the OCI distribution / Docker Registry v2 push and pull path from one twistd plugin (`twistd quayd --config FILE`), with SQLite metadata and a content-addressed filesystem blob store; upload bodies are hashed and written as they stream in, and a crash never leaves a partial blob visible.

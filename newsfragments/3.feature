@@ -1,0 +1,1 @@
+Chunked and resumable uploads that survive restarts, cross-repository mounts (also without `from`), the referrers API, `n`/`last` pagination of tags and catalog, deletion of tags, manifests and blobs, and `Accept` negotiation, as the OCI distribution spec 1.1 defines them.

@@ -1,0 +1,1 @@
+Users, organizations, teams, robot accounts and per-repository tokens with read/write/admin roles, Docker token authentication (`docker login`), login throttling, configuration-declared objects reconciled on SIGHUP, and an admin HTTP API under `/api/v1` with an OpenAPI document and an audit log.

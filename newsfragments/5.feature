@@ -1,0 +1,1 @@
+Push webhooks in Quay's payload format, queued in the same transaction as the push, coalesced per push, signed with HMAC-SHA256 when a secret is set, retried with capped exponential backoff, and refused for private and metadata addresses unless allowed.

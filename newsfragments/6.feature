@@ -1,0 +1,1 @@
+PostgreSQL (`database.url: postgresql://...`) as the metadata database, with a self-healing connection pool, 503 with `Retry-After` while the database is down, and migrations applied once under an advisory lock.
