@@ -3,26 +3,45 @@ The oras-py SDK (the C{oras} package on PyPI) as a small typed helper for the
 end-to-end tests.
 
 oras-py ships no type information, and the typing environment does not
-install it, so it is imported at run time with L{importlib} and every value it
-returns is converted to a typed one here. A missing C{oras} makes the test
+install it, so it is imported at run time with L{importlib} and what it
+returns is read through the protocols here. A missing C{oras} makes the test
 skip, or fail under CI (see L{tests.support.clients.skip_or_fail}).
 
-oras-py reads credentials from C{~/.docker/config.json} on every push and pull,
-and writes them there on login; a test points C{HOME} at a scratch directory
-so that the host's file is neither read nor written.
+oras-py reads credentials from C{~/.docker/config.json} on every push and pull
+(besides the file it is given), so a test points C{HOME} at a scratch
+directory: the host's file is then neither read nor written.
+
+The client authenticates with oras-py's C{basic} backend: Basic credentials,
+resent after each 401, which quayd accepts on the C{/v2} routes. oras-py's
+default C{token} backend cannot push to a registry that scopes its tokens (as
+the distribution token spec does): it keeps the first token it gets, granted
+for the C{pull} scope of the opening C{HEAD}, and on the next 401 (its
+challenge asks for C{pull,push} with C{error="insufficient_scope"}) it resends
+that same token instead of fetching one for the new scope (oras 0.2.43,
+C{TokenAuth.authenticate_request}).
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Protocol
 
 from tests.support.clients import Descriptor, JSONValue, skip_or_fail
 from tests.support.identity import Login
+
+
+class _Response(Protocol):
+    """
+    The parts of a C{requests.Response} the helper reads.
+    """
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,9 +64,25 @@ def _import_oras() -> _OrasModules:
     @return: The modules the helper needs.
     """
     try:
-        return _OrasModules(client=importlib.import_module("oras.client"), oci=importlib.import_module("oras.oci"))
+        return _OrasModules(
+            client=importlib.import_module("oras.client"), oci=importlib.import_module("oras.oci")
+        )
     except ImportError as error:
         skip_or_fail(f"the oras Python package is not installed ({error})")
+
+
+def require_oras() -> None:
+    """
+    Skip (fail under CI) the test unless oras-py can be imported; a fixture
+    calls it before any quayd is started, so a skip costs nothing.
+    """
+    _import_oras()
+
+
+class OrasError(Exception):
+    """
+    oras-py got an unexpected answer from the registry.
+    """
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,29 +104,27 @@ class PushedManifest:
 
 class OrasRegistry:
     """
-    An oras-py client for one plain-HTTP registry, with credentials in a file of its own.
+    An oras-py client for one plain-HTTP registry, with a credentials file of its own.
     """
 
-    def __init__(self, hostport: str, auth_file: Path, *, auth_backend: str = "token") -> None:
+    def __init__(self, hostport: str, auth_file: Path) -> None:
         """
-        @param hostport: The registry's C{host:port}; plain HTTP (C{insecure=True}).
-        @param auth_file: The Docker-style config file L{login} writes the
-            credentials to and every push and pull reads them from.
-        @param auth_backend: oras-py's authentication backend: C{token} (Bearer
-            tokens fetched from the challenge's realm) or C{basic} (Basic
-            credentials resent after each 401).
+        @param hostport: The registry's C{host:port}; spoken to over plain HTTP
+            (C{insecure=True}).
+        @param auth_file: The Docker-style config file that L{login} writes
+            the credentials to and that every push and pull reads them from.
         """
         modules = _import_oras()
         self.hostport = hostport
         self.auth_file = auth_file
         self._oci = modules.oci
-        self._client = modules.client.OrasClient(hostname=hostport, insecure=True, auth_backend=auth_backend)
+        self._client = modules.client.OrasClient(hostname=hostport, insecure=True, auth_backend="basic")
 
     def login(self, login: Login) -> None:
         """
-        Log in as oras-py does: keep the credentials for the client and store
-        them in L{auth_file} (there is no docker SDK here, so its manual login
-        writes the file).
+        Log in as oras-py does: keep the credentials for this client and store
+        them in L{auth_file} (without the docker SDK, oras-py writes the file
+        itself; nothing is sent to the registry).
 
         @param login: The credentials.
         """
@@ -115,19 +148,20 @@ class OrasRegistry:
         """
         C{oras push}: upload files as layers and a config, then an image manifest.
 
-        oras-py builds the manifest itself; it can set C{subject} and
-        annotations, but not C{artifactType}, so the artifact's type is the
-        config's media type (which the referrers API reports in its place).
+        oras-py writes the manifest itself. It can set C{subject} and
+        annotations but not C{artifactType}, so the type of an artifact pushed
+        this way is its config's media type, which the referrers API reports
+        in its place.
 
         @param reference: C{name:tag} in this registry (without the host).
         @param files: Each layer's file and media type.
-        @param config: The config's file and media type; oras-py's empty
-            config (C{{}}, C{application/vnd.unknown.config.v1+json}) without it.
+        @param config: The config's file and media type; without it, oras-py's
+            empty config (C{{}}, C{application/vnd.unknown.config.v1+json}).
         @param subject: The manifest the pushed one refers to.
         @param annotations: Annotations of the pushed manifest.
         @return: The registry's answer to the manifest C{PUT}.
         """
-        response = self._client.push(
+        response: _Response = self._client.push(
             target=f"{self.hostport}/{reference}",
             config_path=str(self.auth_file),
             disable_path_validation=True,
@@ -143,52 +177,51 @@ class OrasRegistry:
         self, reference: str, manifest: Mapping[str, JSONValue], blobs: Sequence[Path]
     ) -> PushedManifest:
         """
-        Upload blobs and then a manifest written by the caller, with oras-py's
-        lower-level calls (C{upload_blob}, C{upload_manifest}): the way to push
-        fields that L{push} cannot set, such as C{artifactType}.
+        Upload blobs, then a manifest the caller wrote, with oras-py's lower-level
+        calls (C{upload_blob}, C{upload_manifest}): the way to push the fields
+        that L{push} cannot set, such as C{artifactType}.
 
-        @param reference: C{name:tag} or C{name@digest} in this registry.
-        @param manifest: The OCI image manifest to push (oras-py sends it as
-            JSON with its default separators).
-        @param blobs: Files of every blob the manifest references.
+        @param reference: C{name:tag} in this registry (without the host).
+        @param manifest: The OCI image manifest; oras-py sends it as JSON.
+        @param blobs: The file of every blob the manifest references.
         @return: The registry's answer to the manifest C{PUT}.
+        @raise OrasError: If a blob upload is refused.
         """
         container = self._client.get_container(f"{self.hostport}/{reference}")
         self._client.auth.load_configs(container, configs=[str(self.auth_file)])
         for path in blobs:
             layer = self._oci.NewLayer(str(path))
-            response = self._client.upload_blob(str(path), container, layer)
-            if response.status_code not in (200, 201):
-                raise AssertionError(f"uploading {path} answered {response.status_code}: {response.content!r}")
-        return self._pushed(self._client.upload_manifest(dict(manifest), container))
+            uploaded: _Response = self._client.upload_blob(str(path), container, layer)
+            if uploaded.status_code not in (200, 201):
+                raise OrasError(
+                    f"uploading {path} answered {uploaded.status_code}: {uploaded.content[:500]!r}"
+                )
+        response: _Response = self._client.upload_manifest(dict(manifest), container)
+        return self._pushed(response)
 
     def pull(self, reference: str, outdir: Path) -> list[Path]:
         """
-        C{oras pull}: download every layer of a manifest into a directory,
+        C{oras pull}: download every layer of a manifest into a directory, each
         named by its C{org.opencontainers.image.title} annotation.
 
         @param reference: C{name:tag} or C{name@digest} in this registry.
         @param outdir: Where the files go.
         @return: The files written.
         """
-        files = self._client.pull(
+        files: list[str] = self._client.pull(
             target=f"{self.hostport}/{reference}", config_path=str(self.auth_file), outdir=str(outdir)
         )
-        return [Path(str(name)) for name in files]
-
-    def manifest(self, reference: str) -> JSONValue:
-        """
-        @param reference: C{name:tag} or C{name@digest} in this registry.
-        @return: The decoded manifest oras-py fetches.
-        """
-        return self._client.get_manifest(f"{self.hostport}/{reference}")
+        return [Path(name) for name in files]
 
     def _subject(self, descriptor: Descriptor) -> object:
         """
         @param descriptor: The subject manifest's descriptor.
-        @return: oras-py's C{Subject} for it.
+        @return: oras-py's C{oras.oci.Subject} for it.
         """
-        return self._oci.Subject(mediaType=descriptor.media_type, digest=descriptor.digest, size=descriptor.size)
+        subject: object = self._oci.Subject(
+            mediaType=descriptor.media_type, digest=descriptor.digest, size=descriptor.size
+        )
+        return subject
 
     @staticmethod
     def _pushed(response: _Response) -> PushedManifest:

@@ -93,6 +93,10 @@ class CountingDatabase:
         """Close the real database."""
         return self._database.close()
 
+    def run_migration(self, version: int, sql: str) -> Deferred[bool]:
+        """Apply a schema step on the real database."""
+        return self._database.run_migration(version, sql)
+
     def run_interaction(self, body: Callable[[Transaction], Awaitable[T]]) -> Deferred[T]:
         """Run a transaction, counted."""
         return self._count(self._database.run_interaction(body))
