@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import bcrypt
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
@@ -32,6 +33,8 @@ _log = Logger()
 
 #: bcrypt refuses longer passwords; they are rejected at the edge.
 MAX_PASSWORD_BYTES = 72
+#: How long a successful password check is remembered (the stored hash is part of the key).
+PASSWORD_CACHE_SECONDS = 30.0
 
 
 class Action(enum.Enum):
@@ -167,7 +170,10 @@ class Credentials:
         run_blocking: BlockingRunner,
         throttle: LoginThrottle,
         superusers: frozenset[str],
+        clock: IReactorTime | None = None,
     ) -> None:
+        self._clock: IReactorTime = clock if clock is not None else throttle.clock
+        self._recent: dict[str, float] = {}
         self._identity = identity
         self._secrets = secrets
         self._run = run_blocking
@@ -211,8 +217,18 @@ class Credentials:
         stored = await self._identity.password_hash(username)
         if stored is None or len(password.encode()) > MAX_PASSWORD_BYTES:
             return None
-        if not await self._run(bcrypt.checkpw, password.encode(), stored.encode()):
-            return None
+        # bcrypt costs ~0.2 s; clients sending Basic credentials on every request
+        # (oras, curl) would pay it each time. A success is remembered briefly,
+        # keyed by a keyed hash of the credentials and the stored hash, so a
+        # changed password never matches an old entry.
+        key = self._secrets.lookup(f"{username}\0{password}\0{stored}")
+        now = self._clock.seconds()
+        if self._recent.get(key, 0.0) < now:
+            if not await self._run(bcrypt.checkpw, password.encode(), stored.encode()):
+                return None
+            if len(self._recent) >= 10_000:
+                self._recent = {k: t for k, t in self._recent.items() if t >= now}
+            self._recent[key] = now + PASSWORD_CACHE_SECONDS
         return Principal(kind="user", name=username, superuser=username in self.superusers)
 
     def _matches(self, ciphertext: str, password: str) -> bool:

@@ -37,6 +37,7 @@ class LoginThrottle:
         max_entries: int = 100_000,
     ) -> None:
         self._clock = clock
+        self.clock = clock
         self._max_failures = max_failures
         self._window = window
         self._lockout = lockout
