@@ -85,6 +85,13 @@ ROUTE_EXAMPLES: list[tuple[str, str]] = [
     ("POST", "/api/v1/repositories/acme/app/tokens"),
     ("PUT", "/api/v1/repositories/acme/app/tokens/0123"),
     ("DELETE", "/api/v1/repositories/acme/app/tokens/0123"),
+    ("GET", "/api/v1/repositories/acme/app/webhooks"),
+    ("POST", "/api/v1/repositories/acme/app/webhooks"),
+    ("GET", "/api/v1/repositories/acme/app/webhooks/0123"),
+    ("DELETE", "/api/v1/repositories/acme/app/webhooks/0123"),
+    ("POST", "/api/v1/repositories/acme/app/webhooks/0123/test"),
+    ("GET", "/api/v1/repositories/acme/app/webhooks/0123/deliveries"),
+    ("POST", "/api/v1/repositories/acme/app/webhooks/0123/deliveries/4567/redeliver"),
     ("GET", "/api/v1/audit"),
 ]
 
