@@ -110,6 +110,9 @@ class Authorizer(Protocol):
     async def may_list(self, principal: Principal, repository: RepositoryName) -> bool:
         """Whether the catalog shows C{repository} to C{principal}."""
 
+    async def claim(self, principal: Principal, repository: RepositoryName) -> None:
+        """A write is about to create C{repository} if it is missing (creators become its admin)."""
+
 
 class OpenAccess:
     """Grants every action to everyone (in-process protocol tests only)."""
@@ -127,6 +130,9 @@ class OpenAccess:
     async def may_list(self, principal: Principal, repository: RepositoryName) -> bool:
         """Everything is listed."""
         return True
+
+    async def claim(self, principal: Principal, repository: RepositoryName) -> None:
+        """Nobody owns anything."""
 
 
 def parse_basic(headers: Headers) -> tuple[str, str] | None:
@@ -223,7 +229,8 @@ class Credentials:
         # changed password never matches an old entry.
         key = self._secrets.lookup(f"{username}\0{password}\0{stored}")
         now = self._clock.seconds()
-        if self._recent.get(key, 0.0) < now:
+        remembered = self._recent.get(key)
+        if remembered is None or remembered <= now:
             if not await self._run(bcrypt.checkpw, password.encode(), stored.encode()):
                 return None
             if len(self._recent) >= 10_000:
@@ -248,6 +255,7 @@ class Policy:
     """
 
     def __init__(self, identity: IdentityStore, superusers: frozenset[str]) -> None:
+        self.identity = identity
         self._identity = identity
         self._superusers = superusers
 
@@ -342,7 +350,7 @@ class AccessControl:
             # A valid token authenticates the caller, even an anonymous one (as
             # Distribution's token auth does for /v2/); routes needing a known
             # principal check its kind.
-            return _principal_of_subject(verified.subject, self._credentials.superusers)
+            return await self._token_principal(verified.subject)
         try:
             basic = parse_basic(headers)
         except Unauthorized as e:
@@ -378,23 +386,37 @@ class AccessControl:
                 raise self._unauthorized(f"invalid bearer token: {e}", scope, "invalid_token") from None
             granted = verified.actions_on("repository", str(repository))
             wanted = {SCOPE_ACTIONS[a] for a in actions if a in SCOPE_ACTIONS}
+            if "*" in granted:
+                granted = granted | set(SCOPE_ACTIONS.values())
             if Action.ADMIN in actions or not wanted <= granted:
                 raise self._unauthorized(
                     "token does not grant the requested access", scope, "insufficient_scope"
                 )
-            principal = _principal_of_subject(verified.subject, self._credentials.superusers)
-            if Action.PUSH in actions:
-                await self.policy.claim(principal, repository)
-            return principal
+            return await self._token_principal(verified.subject)
         principal = await self.authenticate(headers, client)
         allowed = await self.policy.allowed_actions(principal, repository)
         if actions <= allowed:
-            if Action.PUSH in actions:
-                await self.policy.claim(principal, repository)
             return principal
         if principal.kind == "anonymous":
             raise self._unauthorized("authentication required", scope)
         raise Denied("requested access to the resource is denied")
+
+    async def claim(self, principal: Principal, repository: RepositoryName) -> None:
+        """A push is about to create C{repository} if missing: see L{Policy.claim}."""
+        await self.policy.claim(principal, repository)
+
+    async def _token_principal(self, subject: str) -> Principal:
+        """The principal a verified token names; a repository token gets its repository back."""
+        principal = _principal_of_subject(subject, self._credentials.superusers)
+        if principal.kind == "token" and principal.name is not None:
+            found = await self.policy.identity.get_repository_token(principal.name)
+            if found is None:
+                return Principal(kind="anonymous", via="bearer")
+            token, _ = found
+            return Principal(
+                kind="token", name=token.id, repository=token.repository, role=token.role, via="bearer"
+            )
+        return principal
 
     async def may_list(self, principal: Principal, repository: RepositoryName) -> bool:
         """Whether C{principal} may pull C{repository}."""

@@ -242,12 +242,13 @@ class RegistryApp:
                 self._uploads.release(upload.record.id)
             return self._created(request, repo, blob.digest)
         repo = RepositoryName.parse(name)
-        await self._authorizer.authorize(
+        principal = await self._authorizer.authorize(
             request.requestHeaders,
             repo,
             client=_client(request),
             actions=frozenset({Action.PULL, Action.PUSH}),
         )
+        await self._authorizer.claim(principal, repo)
         mount = _arg(request, "mount")
         if mount is not None:
             mounted = await self._mount(
@@ -427,6 +428,7 @@ class RegistryApp:
             client=_client(request),
             actions=frozenset({Action.PULL, Action.PUSH}),
         )
+        await self._authorizer.claim(principal, repo)
         if getattr(request, "body_too_large", False):
             raise TooLarge(f"manifest exceeds {self._max_manifest_bytes} bytes")
         content = request.content.read(self._max_manifest_bytes + 1)

@@ -513,7 +513,10 @@ class UploadSinkFactory:
     def _start(self, name: str, headers: Headers, client: str) -> Callable[[], Awaitable[OpenUpload]]:
         async def prepare() -> OpenUpload:
             repo = RepositoryName.parse(name)
-            await self._authorizer.authorize(headers, repo, frozenset({Action.PULL, Action.PUSH}), client)
+            principal = await self._authorizer.authorize(
+                headers, repo, frozenset({Action.PULL, Action.PUSH}), client
+            )
+            await self._authorizer.claim(principal, repo)
             record = await self._uploads.start(repo)
             return await self._uploads.take(repo, record.id)
 

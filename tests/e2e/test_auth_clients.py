@@ -168,7 +168,7 @@ def test_docker_login_push_pull_as_user(
 def test_docker_login_push_pull_as_robot(
     seeded: Seeded, skopeo: Skopeo, dockerd: DockerDaemon, tmp_path: Path
 ) -> None:
-    """A robot (C{acme+ci}, its token as password) logs in with docker and pushes and pulls a repository it may write."""
+    """A robot (C{acme+ci}, its token as password) logs in with docker; it pushes and pulls."""
     image = _image(tmp_path / "image", f"robot {tmp_path.name}")
     host = seeded.server.hostport
     try:
@@ -287,7 +287,7 @@ def test_revoked_permission_stops_next_pull(
 
 
 def test_podman_login_pull(seeded: Seeded, tester_skopeo: Skopeo, podman: Podman, tmp_path: Path) -> None:
-    """podman logs in (plain HTTP) as a user and pulls from the user's namespace; anonymously it is refused."""
+    """podman logs in (plain HTTP) as a user and pulls from the user's namespace; anonymously it cannot."""
     image = _image(tmp_path / "image", f"podman {tmp_path.name}")
     host = seeded.server.hostport
     remote = f"{host}/alice/pod:v1"

@@ -6,6 +6,10 @@ through the installed distribution and not through the working directory on C{sy
 Covers C{--help}, C{--check-config}, serving and shutting down on SIGTERM, JSON log files,
 SIGHUP, startup failures, and adopting a listening socket the way C{systemd/quayd.socket} passes
 it.
+
+quayd enforces access control: C{GET /v2/} answers anonymous callers 401 with a C{Bearer}
+challenge, which is how these tests tell that quayd is up; the serving test also creates a
+superuser with C{quayd-admin set-password} and checks that its credentials get 200.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from typing import Final
 import pytest
 import yaml
 
-from tests.support.clients import HTTPResult, file_tail, free_port, http_request, skip_or_fail
+from tests.support.clients import HTTPResult, file_tail, free_port, http_request, run, skip_or_fail
+from tests.support.identity import Login
 
 pytestmark = pytest.mark.e2e
 
 TWISTD: Final = Path(sys.executable).parent / "twistd"
+QUAYD_ADMIN: Final = Path(sys.executable).parent / "quayd-admin"
 SOCKET_UNIT: Final = Path(__file__).resolve().parents[2] / "systemd" / "quayd.socket"
 
 #: Seconds allowed for quayd to answer C{GET /v2/} after it was started, and to exit after a signal.
@@ -137,21 +143,23 @@ class _Daemon:
         """
         return f"exit status {self.process.poll()}; output:\n{file_tail(self.output)}"
 
-    def get_v2(self, port: int) -> HTTPResult:
+    def get_v2(self, port: int, headers: Mapping[str, str] | None = None) -> HTTPResult:
         """
         Request the API version check.
 
         @param port: The loopback port quayd listens on.
+        @param headers: Request headers (credentials, say); none by default.
         @return: The response.
         """
-        return http_request("GET", f"http://127.0.0.1:{port}/v2/", timeout=_TIMEOUT)
+        return http_request("GET", f"http://127.0.0.1:{port}/v2/", headers=headers, timeout=_TIMEOUT)
 
     def wait_ready(self, port: int) -> HTTPResult:
         """
-        Poll C{GET /v2/} until it answers 200.
+        Poll C{GET /v2/} (anonymously) until it answers as a serving quayd does:
+        401 with a C{Bearer} challenge.
 
         @param port: The loopback port quayd listens on.
-        @return: The first 200 response.
+        @return: The first such response.
         @raise AssertionError: If the process exits or time runs out first.
         """
         deadline = time.monotonic() + _TIMEOUT
@@ -163,9 +171,11 @@ class _Daemon:
             except OSError:
                 time.sleep(0.1)
                 continue
-            if result.status == 200:
+            if result.status == 401 and result.headers.get("WWW-Authenticate", "").startswith("Bearer "):
                 return result
-        pytest.fail(f"quayd did not answer GET /v2/ with 200 within {_TIMEOUT} s: {self.describe()}")
+        pytest.fail(
+            f"quayd did not answer GET /v2/ with a 401 challenge within {_TIMEOUT} s: {self.describe()}"
+        )
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         """
@@ -204,6 +214,24 @@ def _daemon(argv: Sequence[str], cwd: Path) -> Iterator[_Daemon]:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=_TIMEOUT)
+
+
+def _create_user(config: Path, cwd: Path, login: Login) -> None:
+    """
+    Create a user with C{quayd-admin --config CONFIG set-password NAME}, the password on
+    standard input, as an operator does before the first start.
+
+    @param config: The configuration file.
+    @param cwd: Working directory (relative paths in the configuration resolve against it).
+    @param login: The user's name and password.
+    """
+    assert QUAYD_ADMIN.exists(), f"{QUAYD_ADMIN} does not exist (is quayd installed beside pytest?)"
+    run(
+        [str(QUAYD_ADMIN), "--config", str(config), "set-password", login.username],
+        input=login.password + "\n",
+        cwd=cwd,
+        timeout=60,
+    )
 
 
 def _foreground(config: Path, *twistd_options: str) -> list[str]:
@@ -257,16 +285,29 @@ def test_twistd_check_config_rejects_invalid_config(
 
 def test_twistd_quayd_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     """
-    C{twistd -n quayd} answers C{GET /v2/}, and on SIGTERM shuts down cleanly, leaving a closed
-    database under the relative data directory.
+    C{twistd -n quayd} answers C{GET /v2/} (401 with the C{Bearer} challenge anonymously, 200
+    with a user's credentials), and on SIGTERM shuts down cleanly, leaving a closed database
+    under the relative data directory.
 
     twistd ends itself with the signal it stopped for, so the exit status is "killed by SIGTERM",
     not 0; systemd counts that as a clean stop.
     """
     port = free_port()
-    config = _write_config(tmp_path, _serving_config(port))
+    config = _write_config(tmp_path, _serving_config(port, auth={"superusers": ["tester"]}))
+    tester = Login(username="tester", password="correct horse battery staple")
+    _create_user(config, tmp_path, tester)
     with _daemon(_foreground(config), tmp_path) as quayd:
-        response = quayd.wait_ready(port)
+        anonymous = quayd.wait_ready(port)
+        assert anonymous.status == 401
+        assert anonymous.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+        assert anonymous.headers["WWW-Authenticate"] == (
+            f'Bearer realm="http://127.0.0.1:{port}/v2/auth",service="127.0.0.1:{port}"'
+        )
+        assert json.loads(anonymous.body)["errors"][0]["code"] == "UNAUTHORIZED"
+        wrong = quayd.get_v2(port, Login(username="tester", password="wrong").headers)
+        assert wrong.status == 401
+        response = quayd.get_v2(port, tester.headers)
+        assert (response.status, json.loads(response.body)) == (200, {})
         assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
         assert quayd.stop() == -signal.SIGTERM, quayd.describe()
     output = quayd.output.read_text()
@@ -321,7 +362,7 @@ def test_twistd_quayd_survives_sighup(tmp_path: Path, log_to_file: bool) -> None
             with suppress(subprocess.TimeoutExpired):
                 quayd.process.wait(timeout=5)
             pytest.fail(f"quayd stopped answering after SIGHUP ({e}): {quayd.describe()}")
-        assert response.status == 200
+        assert response.status == 401
         assert quayd.process.poll() is None, quayd.describe()
         assert quayd.stop() == -signal.SIGTERM, quayd.describe()
     if log_to_file:
@@ -405,5 +446,8 @@ def test_twistd_quayd_adopts_socket_from_systemd(tmp_path: Path) -> None:
         # would under systemd.
         response = quayd.wait_ready(port)
         assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+        assert response.headers["WWW-Authenticate"].startswith(
+            f'Bearer realm="http://127.0.0.1:{port}/v2/auth"'
+        )
         assert quayd.stop() == -signal.SIGTERM, quayd.describe()
     assert "Traceback" not in quayd.output.read_text()

@@ -735,13 +735,6 @@ async def test_authz_token_endpoint_catalog_scope(matrix: Matrix, caller: str) -
 
 # Bearer tokens from the token endpoint -----------------------------------------------------------
 
-_WILDCARD_BUG = (
-    "bug: a token granting '*' on a repository (what the endpoint grants an admin who asks for "
-    "repository:NAME:*) does not authorize pull/push/delete: AccessControl.authorize "
-    "(quayd/auth/policy.py) checks wanted <= verified.actions_on(...) literally; distribution "
-    "treats '*' as every action, so the check should pass when '*' is granted"
-)
-
 
 def _insufficient(route: str, repository: str) -> Expect:
     """401 C{insufficient_scope}, naming the scope C{route} needs on C{repository}."""
@@ -898,8 +891,8 @@ BEARER_CELLS: Final[list[tuple[str, tuple[str, ...], str, str | None, Expect, st
         None,
     ),
     ("superuser", ("registry:catalog:*",), "catalog", None, Expect(status=200), None),
-    ("user-admin", (f"repository:{APP}:*",), "manifest-get-tag", APP, Expect(status=200), _WILDCARD_BUG),
-    ("user-admin", (f"repository:{APP}:*",), "upload-start", APP, Expect(status=202), _WILDCARD_BUG),
+    ("user-admin", (f"repository:{APP}:*",), "manifest-get-tag", APP, Expect(status=200), None),
+    ("user-admin", (f"repository:{APP}:*",), "upload-start", APP, Expect(status=202), None),
 ]
 
 
@@ -1138,14 +1131,6 @@ async def test_authz_mount_never_reveals_unreadable_blob(
 
 # The catalog -------------------------------------------------------------------------------------
 
-_TOKEN_CATALOG_BUG = (
-    "bug: a repository token authenticated by bearer token lists nothing: "
-    "_principal_of_subject (quayd/auth/policy.py) rebuilds token:<id> without its repository and "
-    "role, so Policy.allowed_actions denies it everywhere; with Basic it lists its repository. "
-    "Fix: AccessControl.authenticate should look the token up (IdentityStore.get_repository_token) "
-    "and restore repository and role, or treat a vanished token as anonymous"
-)
-
 
 @pytest.mark.parametrize("caller", list(ACCESS))
 @pytest.mark.parametrize("via", ["basic", "bearer"])
@@ -1154,8 +1139,6 @@ async def test_authz_catalog_lists_what_caller_may_pull(
     matrix: Matrix, caller: str, via: str, request: pytest.FixtureRequest
 ) -> None:
     """The catalog lists exactly the repositories the caller may pull, with Basic credentials or a token."""
-    if via == "bearer" and caller in ("token-read", "token-write"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=_TOKEN_CATALOG_BUG))
     if via == "basic":
         headers = matrix.headers(caller)
     else:
@@ -1168,17 +1151,6 @@ async def test_authz_catalog_lists_what_caller_may_pull(
 
 
 # Whole workflows ---------------------------------------------------------------------------------
-
-_CREATOR_BUG = (
-    "bug: an org creator cannot finish pushing a new repository. Policy._user_actions "
-    "(quayd/auth/policy.py) grants a creator pull+push only while the repository does not exist, "
-    "but the first POST of the push creates it (MetadataStore._ensure_repository) without "
-    "giving the creator any role, so the next request (PATCH) is 403 DENIED and the creator can "
-    "never pull it. Fix: when a push creates a repository, grant its creator admin on it in the "
-    "same transaction (Quay does), e.g. RegistryApp passes the principal authorize() returned "
-    "to the store, which inserts repository_permission(repository, 'user'|'robot', name, 'admin') "
-    "when _ensure_repository inserted the row"
-)
 
 
 async def push_image(matrix: Matrix, repository: str, headers: dict[str, str]) -> list[int]:
@@ -1232,7 +1204,6 @@ async def test_authz_user_creates_repository_in_own_namespace(matrix: Matrix) ->
     assert stranger.code == 403
 
 
-@pytest.mark.xfail(strict=True, reason=_CREATOR_BUG)
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_authz_org_creator_creates_repository(matrix: Matrix) -> None:
     """A member of a creator team pushes a new repository into the organization and pulls it back."""
@@ -1243,7 +1214,6 @@ async def test_authz_org_creator_creates_repository(matrix: Matrix) -> None:
     assert pulled.code == 200
 
 
-@pytest.mark.xfail(strict=True, reason=_CREATOR_BUG)
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_authz_org_creator_keeps_access_to_repository_pushed_with_token(matrix: Matrix) -> None:
     """
@@ -1290,3 +1260,19 @@ async def test_authz_revoked_permission_takes_effect(matrix: Matrix) -> None:
     assert (await matrix.request("GET", path, login.headers)).code == 403
     assert decode(matrix, await matrix.token(login, f"repository:{name}:pull"))["access"] == []
     assert (await matrix.request("GET", path, {"Authorization": f"Bearer {issued}"})).code == 200
+
+
+@pytest.mark.parametrize("route_key", ["upload-status", "upload-cancel"])
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_authz_session_probe_creates_no_repository(matrix: Matrix, route_key: str) -> None:
+    """
+    A creator asking about (or cancelling) a made-up upload session in a missing
+    repository gets 404 and the repository still does not exist.
+    """
+    name = resolve(NEW_ORG, matrix.fresh())
+    route = ROUTE[route_key]
+    prepared = await prepare(matrix, route, name)
+    response = await matrix.request(route.method, prepared.path, matrix.headers("creator-team"))
+    assert response.code == 404, describe(response)
+    tags = await matrix.request("GET", f"/v2/{name}/tags/list", matrix.root)
+    assert tags.code == 404, describe(tags)

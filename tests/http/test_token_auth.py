@@ -388,15 +388,6 @@ async def test_token_post_wrong_credentials_unauthorized(setup: TokenSetup, form
 
 # Throttling --------------------------------------------------------------------------------------
 
-_SINK_CLIENT_BUG = (
-    "bug: uploads whose body is streamed (monolithic POST ?digest=, PATCH and PUT on a session) are "
-    "authorized in UploadSinkFactory._start/_take (quayd/registry/uploads.py) without the client "
-    "address, so Credentials.check throttles them all under the one client '-': five wrong "
-    "passwords from anyone lock every client out of Basic-authenticated uploads. Fix: pass the "
-    "peer address into the sink factory (StreamingRequest.gotLength has "
-    "self.getClientAddress()) and on to authorize(..., client=...)"
-)
-
 
 def _basic(user: str, password: str) -> dict[str, str]:
     """Basic credentials as a header."""
@@ -484,7 +475,6 @@ async def test_token_throttles_basic_on_registry_routes(setup: TokenSetup, path:
     _assert_throttled(await client.request("GET", path, setup.rita.headers), 2)
 
 
-@pytest.mark.xfail(strict=True, reason=_SINK_CLIENT_BUG)
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_token_streamed_upload_throttled_per_client(setup: TokenSetup) -> None:
     """Failed logins on streamed uploads from one client do not lock other clients out of uploading."""
@@ -568,13 +558,6 @@ async def _token_of(setup: TokenSetup) -> str:
     return token
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: TokenService.verify (quayd/auth/tokens.py) checks exp/nbf with jwt.decode, which reads "
-    "the wall clock, while issue() reads the injected clock, so expiry ignores the clock "
-    "(STYLE: read time from clock.seconds()). Fix: decode with options verify_exp/verify_nbf "
-    "False and compare exp/nbf to self._clock.seconds() with LEEWAY",
-)
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_token_expiry_follows_token_clock(tmp_path: Path) -> None:
     """With the token service on a L{Clock}, a token stops working once that clock passes its expiry."""
@@ -591,3 +574,15 @@ async def test_token_expiry_follows_token_clock(tmp_path: Path) -> None:
         assert response.code == 401, response.body
     finally:
         await started.registry.stop()
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_token_wrong_password_refused_whatever_the_clock(tmp_path: Path) -> None:
+    """A wrong password is refused even when the credentials' clock reads 0 (a fresh L{Clock})."""
+    registry = await start_access_registry(tmp_path / "registry", throttle_clock=Clock())
+    try:
+        await registry.seeder.user("rita", "rita-secret")
+        wrong = await registry.client.request("GET", "/v2/", headers=_basic("rita", "wrong"))
+        assert wrong.code == 401, wrong.body
+    finally:
+        await registry.stop()

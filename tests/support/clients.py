@@ -163,28 +163,17 @@ def run(
     @return: The completed process.
     """
     full_env = {**os.environ, **(env or {})}
-    if input is None:
-        result = subprocess.run(
-            list(argv),
-            env=full_env,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    else:
-        result = subprocess.run(
-            list(argv),
-            env=full_env,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=input,
-            check=False,
-        )
+    result = subprocess.run(
+        list(argv),
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL if input is None else None,
+        input=input,
+        check=False,
+    )
     if check and result.returncode != 0:
         raise CommandFailed(argv, result)
     return result
@@ -1116,6 +1105,8 @@ class Skopeo:
         self.work_dir = work_dir
         self.auth_file = work_dir / "auth.json"
         work_dir.mkdir(parents=True, exist_ok=True)
+        if not self.auth_file.exists():
+            self.auth_file.write_text('{"auths": {}}\n')
 
     @property
     def env(self) -> dict[str, str]:
@@ -1460,6 +1451,9 @@ class Podman:
             '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
             f'events_logfile_path = "{base_dir / "events.log"}"\n'
         )
+        # podman refuses to run with a REGISTRY_AUTH_FILE that does not exist.
+        self.auth_file = base_dir / "auth.json"
+        self.auth_file.write_text('{"auths": {}}\n')
         self.storage_conf = base_dir / "storage.conf"
         self.storage_conf.write_text(
             f'[storage]\ndriver = "vfs"\nrunroot = "{self.run_root}"\ngraphroot = "{self.storage_root}"\n'
@@ -1489,7 +1483,7 @@ class Podman:
             "CONTAINERS_CONF": str(self.containers_conf),
             "CONTAINERS_STORAGE_CONF": str(self.storage_conf),
             "TMPDIR": str(self.tmp_dir),
-            "REGISTRY_AUTH_FILE": str(self.base_dir / "auth.json"),
+            "REGISTRY_AUTH_FILE": str(self.auth_file),
         }
 
     def __call__(

@@ -20,8 +20,11 @@ authorization.
 from __future__ import annotations
 
 import base64
+import functools
+import queue
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,11 +32,11 @@ from pathlib import Path
 from typing import TypeVar
 from unittest import mock
 
-import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IReactorFromThreads, IReactorSocket, IReactorTime
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from quayd import cli
@@ -52,6 +55,7 @@ from quayd.auth.throttle import LoginThrottle
 from quayd.auth.tokens import TokenService
 from quayd.blocking import BlockingRunner, ThreadPoolService, run_synchronously
 from quayd.db.identity import Account, IdentityStore, Repository, Team
+from quayd.db.migrations import migrate
 from quayd.db.sqlite import SQLiteDatabase
 from quayd.db.store import MetadataStore
 from quayd.http.site import QuaydSite
@@ -318,27 +322,80 @@ async def open_seeder(
         await database.close()
 
 
+@implementer(IReactorFromThreads)
+class _CallPump:
+    """
+    A stand-in for the reactor's C{callFromThread}, so that the stores can run
+    from synchronous code that must not (or cannot) spin the global reactor:
+    an end-to-end test's body runs inside a reactor callback under
+    pytest-twisted. The database thread's results queue here and L{run}
+    delivers them in the calling thread.
+    """
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
+
+    def callFromThread(self, callable: Callable[..., object], *args: object, **kwargs: object) -> None:
+        """Queue a call for L{run} (any thread)."""
+        self._calls.put(functools.partial(callable, *args, **kwargs))
+
+    def run(self, d: Deferred[T], timeout: float) -> T:
+        """
+        Deliver queued calls until C{d} fires.
+
+        @return: Its result.
+        @raise TimeoutError: If it has not fired after C{timeout} seconds.
+        """
+        outcome: list[T | Failure] = []
+        d.addBoth(outcome.append)
+        deadline = time.monotonic() + timeout
+        while not outcome:
+            try:
+                call = self._calls.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"seeding did not finish within {timeout} s") from None
+            call()
+        result = outcome[0]
+        if isinstance(result, Failure):
+            result.raiseException()
+        return result
+
+
 def seed_database(
     database_path: Path,
     secret_key_file: Path,
     seed: Callable[[IdentitySeeder], Awaitable[T]],
     *,
     bcrypt_rounds: int | None = None,
+    timeout: float = 120.0,
 ) -> T:
     """
-    Run C{seed} against a database from synchronous code (end-to-end tests),
-    blocking on the test reactor until it is done.
+    Run C{seed} against a database from synchronous code (end-to-end tests).
+
+    The real L{SQLiteDatabase} and L{IdentityStore} run without the global
+    reactor (see L{_CallPump}), so this works in fixtures and in test bodies
+    alike, before the daemon starts or while it runs. The schema is migrated
+    first, and the secret key loaded (generated if missing, as the daemon would).
 
     @param seed: Creates what the test needs; its result is returned.
     @return: What C{seed} returned (for example the credentials it created).
     """
+    pump = _CallPump()
+    clock = Clock()
+    clock.advance(time.time())
+    database = SQLiteDatabase(database_path, pump)
 
     async def body() -> T:
-        async with open_seeder(database_path, secret_key_file, bcrypt_rounds=bcrypt_rounds) as seeder:
+        await database.open()
+        try:
+            await migrate(database)
+            secret_box = load_secret_box(secret_key_file, generate=True)
+            seeder = IdentitySeeder(IdentityStore(database, clock), secret_box, bcrypt_rounds=bcrypt_rounds)
             return await seed(seeder)
+        finally:
+            await database.close()
 
-    result: T = pytest_twisted.blockon(Deferred.fromCoroutine(body()))
-    return result
+    return pump.run(Deferred.fromCoroutine(body()), timeout)
 
 
 # An in-process registry with access control ------------------------------------------------------
