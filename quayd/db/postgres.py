@@ -2,22 +2,24 @@
 PostgreSQL behind L{IDatabase}, through a txpostgres connection pool.
 
 The pool's connections carry a dead-connection detector, so a server restart
-or a killed backend does not leave broken connections behind; statements run
-with a server-side timeout; whole transactions are retried on serialization
-failures and deadlocks. While the server is unreachable, calls fail with
+or a killed backend does not leave broken connections behind; a transaction
+goes to a live connection when there is one; statements run with a
+server-side timeout; whole transactions are retried on serialization failures
+and deadlocks. While the server is unreachable, calls fail with
 L{Unavailable} (503 with C{Retry-After}).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.errorcodes
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.logger import Logger
-from txpostgres import reconnection, txpostgres
+from twisted.python.failure import Failure
+from txpostgres import reconnection, retrying, txpostgres
 from zope.interface import implementer
 
 from quayd.db.interfaces import IDatabase, Params, Row, Transaction
@@ -32,11 +34,156 @@ _RETRYABLE = {psycopg2.errorcodes.SERIALIZATION_FAILURE, psycopg2.errorcodes.DEA
 _ATTEMPTS = 5
 
 
+def _connection_lost(error: BaseException) -> bool:
+    """
+    Whether C{error} means the connection itself is gone, rather than one
+    statement failing on a healthy connection.
+
+    A serialization failure, a deadlock or a statement timeout is also an
+    C{OperationalError}, but it carries an SQLSTATE outside the connection
+    classes (C{08} connection exception, C{57P} operator intervention such as
+    a server shutdown); errors raised by the client library when the socket
+    closed carry none.
+    """
+    if isinstance(error, txpostgres.RollbackFailed):
+        # The transaction could not even be rolled back: the connection is unusable.
+        return True
+    if isinstance(error, psycopg2.InterfaceError):
+        return True
+    if isinstance(error, psycopg2.OperationalError):
+        code = error.pgcode
+        return code is None or code.startswith(("08", "57P"))
+    return False
+
+
+def _dead_connection(failure: Failure) -> bool:
+    """The detector's death checker: reconnect only when the connection is lost."""
+    return failure.value is not None and _connection_lost(failure.value)
+
+
+def _reconnect_delays() -> Iterator[float]:
+    """Reconnect at once, then after 0.5 s growing to at most 5 s between attempts, forever."""
+    delays: Iterator[float] = retrying.simpleBackoffIterator(
+        initialDelay=0.5, maxDelay=5.0, factor=1.7, maxRetries=0, now=True
+    )
+    return delays
+
+
+class _Detector(reconnection.DeadConnectionDetector):  # type: ignore[misc]  # txpostgres is untyped
+    """
+    A dead-connection detector whose reconnection attempts can be stopped, so
+    that closing the pool leaves no timed call behind to reconnect later.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        super().__init__(_dead_connection, _reconnect_delays, reactor)
+        self._reconnecting: Deferred[object] | None = None
+
+    def startReconnecting(self, f: Failure) -> None:
+        """Retry connecting on the backoff schedule until it works or L{stop} is called."""
+        call = retrying.RetryingCall(self.reconnect)
+        call.reactor = self.reactor
+        reconnecting: Deferred[object] = call.start(self.reconnectionIterator())
+        self._reconnecting = reconnecting
+
+        def recovered(_: object) -> object:
+            self._reconnecting = None
+            return self.connectionRecovered()
+
+        def stopped(failure: Failure) -> None:
+            self._reconnecting = None
+            if not failure.check(CancelledError):
+                _log.failure("reconnecting to PostgreSQL failed", failure)
+
+        reconnecting.addCallbacks(recovered, stopped)
+
+    def stop(self) -> None:
+        """Stop reconnecting, if it is."""
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+
+
 class _Connection(txpostgres.Connection):  # type: ignore[misc]  # txpostgres is untyped
     """A pooled connection that notices when the server went away and reconnects."""
 
     def __init__(self, reactor: Any = None, cooperator: Any = None, detector: Any = None) -> None:
-        super().__init__(reactor, cooperator, detector or reconnection.DeadConnectionDetector())
+        super().__init__(reactor, cooperator, detector or _Detector(reactor))
+
+    def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """
+        txpostgres's transaction (BEGIN, the interaction, COMMIT, or ROLLBACK
+        on error), except that a failed ROLLBACK is not logged as an unhandled
+        error: it fails with L{txpostgres.RollbackFailed}, which the detector
+        takes for a lost connection and L{PostgresDatabase} reports as
+        L{Unavailable}.
+        """
+        cursor = self.cursor()
+        d: Deferred[Any] = cursor.execute("begin")
+        d.addCallback(interaction, *args, **kwargs)
+
+        def commit(result: object) -> Deferred[object]:
+            committed: Deferred[object] = cursor.execute("commit")
+            return committed.addCallback(lambda _: result)
+
+        def rollback(failure: Failure) -> Deferred[object]:
+            def rollback_failed(_: Failure) -> Failure:
+                return Failure(txpostgres.RollbackFailed(self, failure))
+
+            rolled_back: Deferred[object] = maybeDeferred(cursor.execute, "rollback")
+            return rolled_back.addCallbacks(lambda _: failure, rollback_failed)
+
+        d.addCallback(commit)
+        d.addErrback(rollback)
+        return d
+
+    def doRead(self) -> BaseException | None:
+        """
+        Read from the socket of an idle connection (notifications, or the server
+        closing it).
+
+        txpostgres raises when the server closed the connection, which the
+        reactor logs as an unhandled error with a traceback; returning the
+        error instead makes the reactor disconnect quietly, with the error as
+        the reason, which starts the detector's reconnection.
+        """
+        try:
+            super().doRead()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
+            _log.warn("PostgreSQL closed a pooled connection: {error}", error=str(e).strip())
+            return e
+        return None
+
+
+class _Pool(txpostgres.ConnectionPool):  # type: ignore[misc]  # txpostgres is untyped
+    """
+    A pool that hands out a live connection when it has one.
+
+    txpostgres takes an arbitrary connection from its set; after a server
+    restart, the connections reconnect one by one, each on its own backoff, and
+    a request would keep meeting the ones still reconnecting.
+    """
+
+    connectionFactory = _Connection
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Every connection, also those checked out (C{connections} holds the idle ones).
+        self.every_connection: tuple[_Connection, ...] = tuple(self.connections)
+
+    def close(self) -> None:
+        """Stop reconnecting and close every connection, checked out or not."""
+        for connection in self.every_connection:
+            connection.detector.stop()
+            if connection._connection is not None:  # never connected: nothing to close
+                connection.close()
+
+    def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> Any:
+        connections = self.connections
+        live = [c for c in connections if not c.detector.connectionIsDead]
+        connection = live[0] if live else next(iter(connections))
+        connections.remove(connection)
+        d = connection.runInteraction(interaction, *args, **kwargs)
+        return d.addBoth(self._putBackAndPassthrough, connection)
 
 
 class _PostgresTransaction:
@@ -58,8 +205,13 @@ class _PostgresTransaction:
 
 
 def _unavailable(error: BaseException) -> bool:
+    """Whether C{error} means the server cannot serve now (503), not that the request is wrong."""
     return isinstance(
-        error, psycopg2.OperationalError | psycopg2.InterfaceError | reconnection.ConnectionDead
+        error,
+        psycopg2.OperationalError
+        | psycopg2.InterfaceError
+        | reconnection.ConnectionDead
+        | txpostgres.RollbackFailed,
     )
 
 
@@ -94,8 +246,8 @@ class PostgresDatabase:
         async def open_() -> None:
             reactor = self._reactor
 
-            class Pool(txpostgres.ConnectionPool):  # type: ignore[misc]  # txpostgres is untyped
-                connectionFactory = _Connection
+            class Pool(_Pool):
+                pass
 
             Pool.reactor = reactor
             options = f"-c statement_timeout={int(self._statement_timeout * 1000)}"
@@ -111,7 +263,7 @@ class PostgresDatabase:
         return Deferred.fromCoroutine(open_())
 
     def close(self) -> Deferred[None]:
-        """Disconnect every pooled connection."""
+        """Disconnect every pooled connection and stop those reconnecting."""
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -139,8 +291,15 @@ class PostgresDatabase:
                     ) from e
                 raise
             except reconnection.ConnectionDead as e:
+                # Nothing was sent on a connection known to be dead: trying again is safe.
                 if attempt < 2:
                     continue
+                raise Unavailable(
+                    "the database is unreachable; retry later", headers={"Retry-After": "5"}
+                ) from e
+            except txpostgres.RollbackFailed as e:
+                # The connection broke mid-transaction (perhaps during COMMIT): the outcome is
+                # unknown, so the transaction is not run again.
                 raise Unavailable(
                     "the database is unreachable; retry later", headers={"Retry-After": "5"}
                 ) from e

@@ -28,7 +28,7 @@ from twisted.web.http import PotentialDataLoss
 
 from quayd.auth.keys import KeyFileError, SecretBox
 from quayd.db.webhooks import ClaimedDelivery, WebhookStore
-from quayd.errors import JSONValue
+from quayd.errors import JSONValue, Unavailable
 from quayd.webhooks.events import PushRecord, push_payload
 from quayd.webhooks.targets import TargetRefused
 
@@ -185,6 +185,9 @@ class WebhookDispatcher(Service):
     async def _safe_poll(self) -> int:
         try:
             return await self.poll()
+        except Unavailable as e:
+            _log.warn("webhook dispatcher waits for the database: {error}", error=e.message)
+            return 0
         except Exception:
             _log.failure("webhook dispatcher poll failed")
             return 0

@@ -2,9 +2,10 @@
 Fixtures for the conformance mirror: a quayd registry app wired as the daemon
 wires it, listening on a loopback port, and a client bound to it.
 
-Each test gets its own registry (database and blob store in C{tmp_path}), so
-every check sets up the state it needs itself. A test picks the registry's
-C{auto_mount} switch by parametrizing the C{auto_mount} fixture.
+Each test gets its own registry (a new database, and a blob store in
+C{tmp_path}), so every check sets up the state it needs itself. Every test runs
+twice, over SQLite and over PostgreSQL (L{database_kind}). A test picks the
+registry's C{auto_mount} switch by parametrizing the C{auto_mount} fixture.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ from twisted.web.client import HTTPConnectionPool
 
 from quayd.auth.policy import OpenAccess
 from quayd.blocking import ThreadPoolService
-from quayd.db.migrations import migrate
-from quayd.db.sqlite import SQLiteDatabase
 from quayd.db.store import MetadataStore
 from quayd.http.site import QuaydSite
 from quayd.registry.app import RegistryApp
 from quayd.registry.uploads import UploadLimits, UploadService
 from quayd.storage.filesystem import FilesystemBlobStore
 from tests.conformance.suite import RegistryClient, SuiteContent, build_content
+from tests.conftest import DATABASE_KINDS, DatabaseOpener
 
 #: Manifest size limit of the registry under test (the spec asks for at least 4 MiB).
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -44,6 +44,17 @@ def async_yield_fixture(f: F) -> F:
     """
     fixture: F = pytest_twisted.async_yield_fixture(f)
     return fixture
+
+
+@pytest.fixture(params=DATABASE_KINDS)
+def database_kind(request: pytest.FixtureRequest) -> str:
+    """
+    The metadata backend of the registry under test: each test runs over
+    SQLite and over PostgreSQL (which skips, or fails under C{CI=true},
+    without the server binaries).
+    """
+    kind: str = request.param
+    return kind
 
 
 @pytest.fixture
@@ -62,10 +73,13 @@ def content() -> SuiteContent:
 
 
 @async_yield_fixture
-async def registry(tmp_path: Path, auto_mount: bool) -> AsyncIterator[RegistryClient]:
+async def registry(
+    tmp_path: Path, auto_mount: bool, open_test_database: DatabaseOpener
+) -> AsyncIterator[RegistryClient]:
     """
     A registry built like L{quayd.service.QuaydService} builds it, on
-    127.0.0.1 port 0, and a client for it.
+    127.0.0.1 port 0, over a new database of the kind under test, and a
+    client for it.
 
     Teardown closes the client's connections and the listening port, then
     expires every upload session left open (as the daemon's janitor
@@ -77,9 +91,7 @@ async def registry(tmp_path: Path, auto_mount: bool) -> AsyncIterator[RegistryCl
     threads = IReactorFromThreads(reactor)
     runner = ThreadPoolService(threads)
     runner.startService()
-    database = SQLiteDatabase(tmp_path / "quayd.sqlite3", threads)
-    await database.open()
-    await migrate(database)
+    database = await open_test_database(tmp_path)
     store = MetadataStore(database, reactor)
     blobs = FilesystemBlobStore(tmp_path / "storage", runner)
     uploads = UploadService(store, blobs, UploadLimits())

@@ -8,7 +8,7 @@ entry to the parameter list of its fixture below; the suites stay as they are.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +25,9 @@ from quayd.db.postgres import PostgresDatabase
 from quayd.db.store import MetadataStore
 from quayd.storage.filesystem import FilesystemBlobStore
 from quayd.storage.interfaces import IBlobStore
+from tests.conftest import DATABASE_KINDS
 from tests.support.databases import open_sqlite
-from tests.support.postgres import PostgresCluster, throwaway_cluster
+from tests.support.postgres import PostgresCluster
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,26 +92,27 @@ async def blob_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
             pool.stopService()
 
 
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    """One throwaway PostgreSQL cluster for the whole run."""
-    with throwaway_cluster() as cluster:
-        yield cluster
+@pytest.fixture(params=DATABASE_KINDS)
+def database_kind(request: pytest.FixtureRequest) -> str:
+    """Each L{IDatabase} backend: SQLite, and PostgreSQL from the session's cluster."""
+    kind: str = request.param
+    return kind
 
 
-@pytest_twisted.async_yield_fixture(params=["sqlite", "postgresql"])  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
-async def database_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DatabaseBackend]:
+@pytest_twisted.async_yield_fixture  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def database_backend(
+    database_kind: str, database_cluster: PostgresCluster | None, tmp_path: Path
+) -> AsyncIterator[DatabaseBackend]:
     """Each L{IDatabase} backend, open and empty (no schema)."""
     database: IDatabase
     errors: tuple[type[BaseException], ...]
-    if request.param == "sqlite":
+    if database_cluster is None:
         database = await open_sqlite(tmp_path / "quayd.sqlite", migrated=False)
         errors = (sqlite3.Error,)
     else:
         from twisted.internet import reactor
 
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        database = PostgresDatabase(cluster.new_database(), reactor, pool_size=3)
+        database = PostgresDatabase(database_cluster.new_database(), reactor, pool_size=3)
         await database.open()
         errors = (psycopg2.Error,)
     try:

@@ -2,9 +2,10 @@
 Fixtures for the HTTP tests: the real registry app, in process, on a loopback socket.
 
 The app is assembled as L{quayd.service.QuaydService} assembles it (a
-L{RegistryApp} behind a L{QuaydSite} with the streaming upload sink), over
-SQLite and the filesystem store in C{tmp_path}, and a real thread pool for
-blocking work. Each test gets its own client with its own connection pool.
+L{RegistryApp} behind a L{QuaydSite} with the streaming upload sink), over a
+new database and the filesystem store in C{tmp_path}, and a real thread pool
+for blocking work; every test runs over SQLite and over PostgreSQL
+(L{database_kind}). Each test gets its own client with its own connection pool.
 Teardown closes the client, lets the server see its connections end, stops
 listening and closes the database; it also fails the test if quayd
 logged an unexpected failure (a crash, or an unhandled error in a Deferred).
@@ -28,13 +29,13 @@ from zope.interface import implementer
 
 from quayd.auth.policy import OpenAccess
 from quayd.blocking import ThreadPoolService
-from quayd.db.sqlite import SQLiteDatabase
+from quayd.db.interfaces import IDatabase
 from quayd.db.store import MetadataStore
 from quayd.http.site import QuaydSite
 from quayd.registry.app import RegistryApp
 from quayd.registry.uploads import UploadLimits, UploadService
 from quayd.storage.filesystem import FilesystemBlobStore
-from tests.support.databases import open_sqlite
+from tests.conftest import DATABASE_KINDS, DatabaseOpener
 from tests.support.http import RegistryClient
 
 #: The manifest size limit of the test registry (small, so the 413 test stays quick).
@@ -67,7 +68,7 @@ class Registry:
     store: MetadataStore
     uploads: UploadService
     root: Path
-    database: SQLiteDatabase
+    database: IDatabase
     port: IListeningPort
     pool: ThreadPoolService
     failures: _FailureLog
@@ -133,10 +134,24 @@ def describe_failures(events: list[LogEvent]) -> list[str]:
 RegistryFactory = Callable[..., Awaitable[Registry]]
 
 
-@pytest_twisted.async_yield_fixture  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
-async def start_registry(tmp_path: Path) -> AsyncIterator[RegistryFactory]:
+@pytest.fixture(params=DATABASE_KINDS)
+def database_kind(request: pytest.FixtureRequest) -> str:
     """
-    Start registries on loopback port 0: C{await start_registry(limits=...)}.
+    The metadata backend of the registries L{start_registry} starts: every
+    test using them runs over SQLite and over PostgreSQL (which skips, or
+    fails under C{CI=true}, without the server binaries).
+    """
+    kind: str = request.param
+    return kind
+
+
+@pytest_twisted.async_yield_fixture  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def start_registry(
+    tmp_path: Path, open_test_database: DatabaseOpener
+) -> AsyncIterator[RegistryFactory]:
+    """
+    Start registries on loopback port 0: C{await start_registry(limits=...)},
+    each over a new database of the kind under test.
 
     Every registry started is stopped in teardown.
     """
@@ -148,7 +163,8 @@ async def start_registry(tmp_path: Path) -> AsyncIterator[RegistryFactory]:
         base = tmp_path / f"registry-{len(started)}"
         pool = ThreadPoolService(IReactorFromThreads(reactor), 1, 4)
         pool.startService()
-        database = await open_sqlite(base / "quayd.sqlite")
+        base.mkdir(parents=True)
+        database = await open_test_database(base)
         store = MetadataStore(database, reactor)
         blobs = FilesystemBlobStore(base / "blobs", pool)
         uploads = UploadService(store, blobs, limits or UploadLimits())
