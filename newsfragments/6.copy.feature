@@ -1,1 +1,0 @@
-`quayd-admin --config NEW.yaml copy-from-sqlite OLD.sqlite` copies an SQLite metadata database into a new, empty PostgreSQL database in one transaction and commits only after every table's row count and checksum match; the README explains running several quayd processes behind a load balancer.
