@@ -80,6 +80,10 @@ class TokenService:
         self.service = service
         self._issuer = issuer
         self.ttl = ttl
+        self._public_key = key.public_key
+        # Verified tokens, until their expiry: clients reuse one token for
+        # many requests, and an ES256 check costs more than serving a manifest.
+        self._verified: dict[str, tuple[float, VerifiedToken]] = {}
 
     def issue(self, subject: str, access: list[ResourceAccess]) -> tuple[str, int, str]:
         """
@@ -110,13 +114,28 @@ class TokenService:
 
         @raise TokenError: If any check fails.
         """
+        now = self._clock.seconds()
+        cached = self._verified.get(token)
+        if cached is not None:
+            if now <= cached[0]:
+                return cached[1]
+            del self._verified[token]
+        result, expires = self._verify(token, now)
+        if len(self._verified) >= 10_000:
+            self._verified = {t: entry for t, entry in self._verified.items() if entry[0] >= now}
+            if len(self._verified) >= 10_000:
+                self._verified.clear()
+        self._verified[token] = (expires, result)
+        return result
+
+    def _verify(self, token: str, now: float) -> tuple[VerifiedToken, float]:
         try:
             header = jwt.get_unverified_header(token)
             if header.get("kid") != self._key.kid:
                 raise TokenError("token was signed with an unknown key")
             claims = jwt.decode(
                 token,
-                self._key.public_key,
+                self._public_key,
                 algorithms=[self._key.algorithm],
                 audience=self.service,
                 issuer=self._issuer,
@@ -129,7 +148,6 @@ class TokenService:
             )
         except jwt.PyJWTError as e:
             raise TokenError(str(e)) from None
-        now = self._clock.seconds()
         exp, nbf = claims.get("exp"), claims.get("nbf", 0)
         if not isinstance(exp, int | float) or not isinstance(nbf, int | float):
             raise TokenError("malformed exp or nbf claim")
@@ -151,4 +169,4 @@ class TokenService:
         subject = claims["sub"]
         if not isinstance(subject, str):
             raise TokenError("malformed subject")
-        return VerifiedToken(subject=subject, access=tuple(access))
+        return VerifiedToken(subject=subject, access=tuple(access)), float(exp) + LEEWAY

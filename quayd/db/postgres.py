@@ -270,8 +270,14 @@ class PostgresDatabase:
         return Deferred.fromCoroutine(_nothing())
 
     def run_interaction(self, body: Callable[[Transaction], Awaitable[T]]) -> Deferred[T]:
-        """Run C{body} in one transaction, retried on serialization failures and deadlocks."""
-        return Deferred.fromCoroutine(self._interaction(body))
+        """
+        Run C{body} in one transaction, retried on serialization failures and
+        deadlocks. Cancelling the returned Deferred (a client went away) does not
+        reach the connection: an interrupted transaction would poison it.
+        """
+        shielded: Deferred[T] = Deferred()
+        Deferred.fromCoroutine(self._interaction(body)).chainDeferred(shielded)
+        return shielded
 
     async def _interaction(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
         if self._pool is None:
