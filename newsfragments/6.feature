@@ -1,1 +1,2 @@
 PostgreSQL (`database.url: postgresql://...`) as the metadata database, with a self-healing connection pool, 503 with `Retry-After` while the database is down, and migrations applied once under an advisory lock.
+`quayd-admin --config NEW.yaml copy-from-sqlite OLD.sqlite` copies an SQLite metadata database into a new, empty PostgreSQL database in one transaction and commits only after every table's row count and checksum match; the README explains running several quayd processes behind a load balancer.
