@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ctypes
 import functools
 import hashlib
 import http.client
@@ -341,8 +342,9 @@ def measure(monitor: ProcessMonitor, size: int, transfer: Callable[[], None], up
     own = _self_cpu() - self0
     system_busy = (busy1 - busy0) / CLOCK_TICKS
     after_body = None
-    if upload:
-        after_body = end - sampler.body_written_at if sampler.body_written_at is not None else None
+    if upload and sampler.body_written_at is not None:
+        # The last sample may land just after the transfer ended.
+        after_body = max(end - sampler.body_written_at, 0.0)
     return Sample(
         mib_s=size / MIB / wall,
         server_cpu=server / gib,
@@ -371,20 +373,56 @@ def create_blob(path: Path, size: int) -> None:
         os.fsync(f.fileno())
 
 
-def durable_copy(source: Path, target: Path) -> float:
+def _sync_file_range() -> Callable[[int, int, int], None] | None:
     """
-    Copy a page-cached file with C{write} in 1 MiB pieces, then C{fsync}: what a registry
+    Linux C{sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)} through libc, or C{None}.
+
+    It starts writeback of a range without waiting for it (the standard library has no binding).
+    """
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+
+    def start_writeback(fd: int, offset: int, length: int) -> None:
+        if function(fd, offset, length, 2) != 0:  # SYNC_FILE_RANGE_WRITE
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
+
+    return start_writeback
+
+
+def durable_copy(source: Path, target: Path, passes: int = 2) -> float:
+    """
+    Copy a page-cached file with C{write} in 1 MiB pieces and C{fsync} it: what a registry
     must do with an upload before it answers.
 
-    @return: Throughput in MiB/s, a ceiling for durable uploads on this disk.
+    Writeback of every 8 MiB written is started at once (C{sync_file_range}, where available),
+    so the disk works while the copy goes on, as it would while an upload streams in; the
+    figure is then the disk's sustained durable write rate. Virtual disks vary a lot, so this
+    is the best of C{passes} copies.
+
+    @return: Throughput in MiB/s: no durable upload can be faster on this disk.
     """
-    start = time.perf_counter()
-    with open(source, "rb") as src, open(target, "wb") as dst:
-        while chunk := src.read(MIB):
-            dst.write(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())
-    return source.stat().st_size / MIB / (time.perf_counter() - start)
+    start_writeback = _sync_file_range()
+    best = 0.0
+    for _ in range(passes):
+        start = time.perf_counter()
+        with open(source, "rb") as src, open(target, "wb") as dst:
+            written = flushed = 0
+            while chunk := src.read(MIB):
+                dst.write(chunk)
+                written += len(chunk)
+                if start_writeback is not None and written - flushed >= 8 * MIB:
+                    dst.flush()
+                    start_writeback(dst.fileno(), flushed, written - flushed)
+                    flushed = written
+            dst.flush()
+            os.fsync(dst.fileno())
+        best = max(best, written / MIB / (time.perf_counter() - start))
+    return best
 
 
 def _hash_mapped(view: memoryview, chunk: int) -> tuple[str, float]:
@@ -1046,8 +1084,8 @@ def print_verdicts(results: Results, sha: HashSpeed, disk_mib_s: float) -> bool:
     needed = UPLOAD_TARGET * sha.mib_s
     if disk_mib_s < needed:
         print(
-            f"note: the upload target needs {needed:.0f} MiB/s, but this disk writes and fsyncs only"
-            f" {disk_mib_s:.0f} MiB/s;\n      uploads are fsynced before quayd answers, so the target"
+            f"note: the upload target needs {needed:.0f} MiB/s, but this disk writes and fsyncs at most"
+            f" {disk_mib_s:.0f} MiB/s;\n      quayd fsyncs an upload before it answers, so the target"
             " cannot be met on this disk."
         )
     passed = all(checks)
@@ -1152,7 +1190,7 @@ def run(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> bool:
     upload_file = workdir / "upload.bin"
     disk = durable_copy(blob, upload_file)
     print(
-        f"disk: {disk:.0f} MiB/s to write the blob from memory and fsync it (ceiling for uploads)", flush=True
+        f"disk: {disk:.0f} MiB/s durable writes (write + fsync, best of 2): a ceiling for uploads", flush=True
     )
 
     blob_dir = workdir / "quayd-data" / "blobs"
