@@ -35,7 +35,7 @@ from quayd.http.site import QuaydSite
 from quayd.maintenance import UploadJanitor
 from quayd.registry.app import RegistryApp
 from quayd.registry.uploads import UploadLimits, UploadService
-from quayd.storage.filesystem import FilesystemBlobStore
+from quayd.storage.filesystem import FilesystemBlobStore, sync_file_range_writeback
 from quayd.webhooks.dispatcher import DispatchSettings, WebhookDispatcher
 from quayd.webhooks.targets import GuardedEndpointFactory, TargetPolicy
 
@@ -84,7 +84,7 @@ class QuaydService(MultiService):
     def _build(self, access: AccessControl, token_endpoint: TokenEndpoint) -> None:
         config = self._config
         store = MetadataStore(self.database, self._reactor)
-        blobs = FilesystemBlobStore(config.storage.path, self._pool)
+        blobs = FilesystemBlobStore(config.storage.path, self._pool, sync_file_range_writeback())
         limits = UploadLimits(
             max_blob_bytes=config.registry.max_blob_bytes, max_chunk_bytes=config.registry.max_chunk_bytes
         )

@@ -50,6 +50,8 @@ START_PATH = re.compile(r"/v2/(?P<name>.+)/blobs/uploads/?")
 HIGH_WATER = 8 * 1024 * 1024
 #: Resume the socket below this.
 LOW_WATER = 2 * 1024 * 1024
+#: Bytes collected before they go to the writer thread as one batch (fewer thread hand-offs).
+MIN_BATCH = 1024 * 1024
 
 
 def range_header(size: int) -> str:
@@ -286,6 +288,7 @@ class UploadBodySink:
         self._length = length
         self._queue: list[bytes] = []
         self._queued = 0
+        self._unsent = 0
         self._received = 0
         self._paused = False
         self._busy = False
@@ -343,8 +346,9 @@ class UploadBodySink:
             return
         if self._upload is None:
             return
-        if self._queue:
+        if self._queue and (self._finished or self._unsent >= MIN_BATCH):
             batch, self._queue = self._queue, []
+            self._unsent = 0
             self._busy = True
             self._upload.writer.write(batch).addCallbacks(self._drained, self._write_failed)
             return
@@ -393,6 +397,7 @@ class UploadBodySink:
             self._error = failure
         self._queue = []
         self._queued = 0
+        self._unsent = 0
         self._settle()
 
     def _check_limit(self, incoming: int) -> None:
@@ -418,6 +423,7 @@ class UploadBodySink:
             return
         self._queue.append(data)
         self._queued += len(data)
+        self._unsent += len(data)
         if self._queued > HIGH_WATER or self._upload is None:
             self._pause()
         self._settle()
@@ -440,6 +446,7 @@ class UploadBodySink:
         self._aborted = True
         self._queue = []
         self._queued = 0
+        self._unsent = 0
         if not self.result.called:
             self.result.addErrback(lambda _: None)
             self.result.errback(reason)

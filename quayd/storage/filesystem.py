@@ -8,13 +8,18 @@ Layout under the root::
 
 A commit fsyncs the staged file, renames it into place and fsyncs the
 directory, so a crash never leaves a partial blob under a committed name.
+While an upload streams in, writeback of the staged file is started every
+L{WRITEBACK_STEP} bytes, so that the disk works while the body arrives and
+the final fsync finds little left to write.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,6 +36,36 @@ _log = Logger()
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 _KEY = re.compile(r"sha256/[0-9a-f]{2}/[0-9a-f]{64}")
 _REHASH_CHUNK = 1 << 20
+#: Staged bytes written between two requests to start writeback.
+WRITEBACK_STEP = 8 * 1024 * 1024
+#: C{SYNC_FILE_RANGE_WRITE} of C{<linux/fs.h>}: start writeback of dirty pages, do not wait.
+_SYNC_FILE_RANGE_WRITE = 2
+
+#: Starts asynchronous writeback of C{(fd, offset, length)}.
+WritebackStarter = Callable[[int, int, int], None]
+
+
+def sync_file_range_writeback() -> WritebackStarter | None:
+    """
+    Linux C{sync_file_range(SYNC_FILE_RANGE_WRITE)} through libc, or C{None} where unavailable.
+
+    The standard library has no binding for it. Without it the kernel starts writing an
+    upload back only once dirty pages pass C{vm.dirty_background_ratio} (about 2 GiB on a
+    machine with 24 GiB), so a 1 GiB layer is written in full by the fsync after its body.
+    """
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+
+    def start_writeback(fd: int, offset: int, length: int) -> None:
+        if function(fd, offset, length, _SYNC_FILE_RANGE_WRITE) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
+
+    return start_writeback
 
 
 def storage_key_for(digest: Digest) -> str:
@@ -64,6 +99,10 @@ class FilesystemBlobReader:
         """Local files are always served by quayd itself."""
         return None
 
+    def fileno(self) -> int | None:
+        """The open file's descriptor; C{None} once closed."""
+        return self._fd
+
     def close(self) -> None:
         """Close the file descriptor once."""
         if self._fd is not None:
@@ -83,6 +122,7 @@ class FilesystemBlobWriter:
         self._store = store
         self._handle = handle
         self._hasher = hasher
+        self._writeback_from = size
 
     def _append(self, chunks: list[bytes]) -> int:
         written = 0
@@ -90,6 +130,12 @@ class FilesystemBlobWriter:
             self._hasher.update(chunk)
             self._handle.write(chunk)
             written += len(chunk)
+        end = self.size + written
+        start_writeback = self._store._start_writeback
+        if start_writeback is not None and end - self._writeback_from >= WRITEBACK_STEP:
+            self._handle.flush()
+            start_writeback(self._handle.fileno(), self._writeback_from, end - self._writeback_from)
+            self._writeback_from = end
         return written
 
     def write(self, chunks: list[bytes]) -> Deferred[int]:
@@ -152,9 +198,16 @@ class FilesystemBlobStore:
     Content-addressed blobs under C{root}.
     """
 
-    def __init__(self, root: Path, run_blocking: BlockingRunner) -> None:
+    def __init__(
+        self, root: Path, run_blocking: BlockingRunner, start_writeback: WritebackStarter | None = None
+    ) -> None:
+        """
+        @param start_writeback: Starts writeback of staged bytes as they arrive
+            (L{sync_file_range_writeback}); C{None} leaves it to the kernel and the final fsync.
+        """
         self._root = root
         self._run = run_blocking
+        self._start_writeback = start_writeback
         (root / "uploads").mkdir(parents=True, exist_ok=True)
         (root / "sha256").mkdir(parents=True, exist_ok=True)
 

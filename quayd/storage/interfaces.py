@@ -25,6 +25,9 @@ class IBlobReader(Interface):
     def direct_url() -> str | None:
         """A URL the client may fetch the blob from directly, or C{None}."""
 
+    def fileno() -> int | None:
+        """The descriptor of a local file holding the blob (for C{sendfile}), or C{None}."""
+
     def close() -> None:
         """Release the underlying file or connection."""
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import pytest_twisted
 from twisted.internet.defer import CancelledError
+from twisted.internet.threads import deferToThread
 from twisted.web.client import RequestGenerationFailed, ResponseNeverReceived
 
 from quayd.errors import JSONValue
@@ -479,6 +482,53 @@ async def test_api_blob_head_and_get_headers(registry: Registry) -> None:
         assert response.header("Accept-Ranges") == "bytes"
     assert head.body == b""
     assert get.body == data
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_api_blob_get_uses_sendfile(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over plain TCP a large blob, whole or a Range of it, goes out with os.sendfile, byte-exact."""
+    sent: list[int] = []
+    real_sendfile = os.sendfile
+
+    def recording_sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        result = real_sendfile(out_fd, in_fd, offset, count)
+        sent.append(result)
+        return result
+
+    monkeypatch.setattr(os, "sendfile", recording_sendfile)
+    data = random_bytes(5 * MIB + 7, seed=9)
+    digest = await push_blob(registry, REPO, data)
+    whole = await registry.client.request("GET", f"/v2/{REPO}/blobs/{digest}")
+    ranged = await registry.client.request(
+        "GET", f"/v2/{REPO}/blobs/{digest}", headers={"Range": "bytes=100000-4999999"}
+    )
+    assert (whole.code, ranged.code) == (200, 206)
+    assert whole.body == data
+    assert ranged.body == data[100000:5000000]
+    assert sum(sent) > 4 * MIB
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_api_blob_get_client_gone_mid_body(registry: Registry) -> None:
+    """A client that hangs up during a large download is no error: nothing is logged, serving goes on."""
+    data = random_bytes(16 * MIB, seed=11)
+    digest = await push_blob(registry, REPO, data)
+    port = registry.port.getHost().port  # type: ignore[attr-defined]  # an IPv4Address
+    request = f"GET /v2/{REPO}/blobs/{digest} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+    def hang_up_early() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(request)
+            head = client.recv(65536)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        return head
+
+    head = await deferToThread(hang_up_early)
+    assert head.startswith(b"HTTP/1.1 200")
+    await sleep(0.5)
+    await registry.assert_no_failures()
+    again = await registry.client.request("GET", f"/v2/{REPO}/blobs/{digest}")
+    assert again.body == data
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped

@@ -38,6 +38,7 @@ from quayd.errors import (
 from quayd.registry.uploads import (
     HIGH_WATER,
     LOW_WATER,
+    MIN_BATCH,
     OpenUpload,
     UploadBodySink,
     UploadLimits,
@@ -211,12 +212,28 @@ async def test_upload_sink_result_waits_for_writes(uploads: Uploads) -> None:
     upload = await service.take(REPO, record.id)
     uploads.runner.held = True
     sink, _ = _sink(service, upload)
-    sink.write(b"abc")
+    sink.write(b"a" * MIN_BATCH)
     sink.write(b"def")
     sink.finish()
     assert_no_result(sink.result)
     uploads.runner.step()
     assert_no_result(sink.result)
+    uploads.runner.step()
+    assert success_result_of(sink.result).writer.size == MIN_BATCH + 3
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_upload_sink_batches_small_chunks(uploads: Uploads) -> None:
+    """Chunks smaller than MIN_BATCH wait for more (or the body's end) before going to the writer."""
+    service = uploads.service
+    record = await service.start(REPO)
+    upload = await service.take(REPO, record.id)
+    uploads.runner.held = True
+    sink, _ = _sink(service, upload)
+    sink.write(b"abc")
+    sink.write(b"def")
+    assert upload.writer.size == 0
+    sink.finish()
     uploads.runner.step()
     assert success_result_of(sink.result).writer.size == 6
 
