@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from twisted.internet.interfaces import IReactorTime
 
 from quayd.db.interfaces import IDatabase, Row, Transaction
+from quayd.db.sql import set_clause
 from quayd.errors import Conflict
 
 #: Repository roles, weakest first.
@@ -239,21 +240,11 @@ class IdentityStore:
         managed: bool | None = None,
     ) -> bool:
         """Change a user's email, password hash or managed flag; C{False} if no such user."""
-        sets: list[str] = []
-        args: list[object] = []
-        if email is not None:
-            sets.append("email = ?")
-            args.append(email)
-        if password_hash is not None:
-            sets.append("password_hash = ?")
-            args.append(password_hash)
-        if managed is not None:
-            sets.append("managed = ?")
-            args.append(int(managed))
+        sets, args = set_clause(email=email, password_hash=password_hash, managed=managed)
         if not sets:
             return await self.get_account(name) is not None
         rows = await self._db.execute(
-            f"UPDATE account SET {', '.join(sets)} WHERE name = ? AND kind = 'user' RETURNING name",
+            f"UPDATE account SET {sets} WHERE name = ? AND kind = 'user' RETURNING name",
             (*args, name),
         )
         return bool(rows)
@@ -344,19 +335,11 @@ class IdentityStore:
         managed: bool | None = None,
     ) -> bool:
         """Change a team's role, description or managed flag; C{False} if no such team."""
-        sets: list[str] = []
-        args: list[object] = []
-        for column, value in (("role", role), ("description", description)):
-            if value is not None:
-                sets.append(f"{column} = ?")
-                args.append(value)
-        if managed is not None:
-            sets.append("managed = ?")
-            args.append(int(managed))
+        sets, args = set_clause(role=role, description=description, managed=managed)
         if not sets:
             return await self.get_team(org, name) is not None
         rows = await self._db.execute(
-            f"UPDATE team SET {', '.join(sets)} WHERE org = ? AND name = ? RETURNING name", (*args, org, name)
+            f"UPDATE team SET {sets} WHERE org = ? AND name = ? RETURNING name", (*args, org, name)
         )
         return bool(rows)
 
@@ -447,19 +430,11 @@ class IdentityStore:
         managed: bool | None = None,
     ) -> bool:
         """Replace a robot's token, description or managed flag; C{False} if no such robot."""
-        sets: list[str] = []
-        args: list[object] = []
-        for column, value in (("token_ciphertext", token_ciphertext), ("description", description)):
-            if value is not None:
-                sets.append(f"{column} = ?")
-                args.append(value)
-        if managed is not None:
-            sets.append("managed = ?")
-            args.append(int(managed))
+        sets, args = set_clause(token_ciphertext=token_ciphertext, description=description, managed=managed)
         if not sets:
             return await self.get_robot(namespace, name) is not None
         rows = await self._db.execute(
-            f"UPDATE robot SET {', '.join(sets)} WHERE namespace = ? AND name = ? RETURNING name",
+            f"UPDATE robot SET {sets} WHERE namespace = ? AND name = ? RETURNING name",
             (*args, namespace, name),
         )
         return bool(rows)
@@ -543,18 +518,11 @@ class IdentityStore:
         self, name: str, *, visibility: str | None = None, managed: bool | None = None
     ) -> bool:
         """Change visibility or the managed flag; C{False} if no such repository."""
-        sets: list[str] = []
-        args: list[object] = []
-        if visibility is not None:
-            sets.append("visibility = ?")
-            args.append(visibility)
-        if managed is not None:
-            sets.append("managed = ?")
-            args.append(int(managed))
+        sets, args = set_clause(visibility=visibility, managed=managed)
         if not sets:
             return await self.get_repository(name) is not None
         rows = await self._db.execute(
-            f"UPDATE repository SET {', '.join(sets)} WHERE name = ? RETURNING name", (*args, name)
+            f"UPDATE repository SET {sets} WHERE name = ? RETURNING name", (*args, name)
         )
         return bool(rows)
 
@@ -671,19 +639,11 @@ class IdentityStore:
         managed: bool | None = None,
     ) -> bool:
         """Change a token's role, description or managed flag."""
-        sets: list[str] = []
-        args: list[object] = []
-        for column, value in (("role", role), ("description", description)):
-            if value is not None:
-                sets.append(f"{column} = ?")
-                args.append(value)
-        if managed is not None:
-            sets.append("managed = ?")
-            args.append(int(managed))
+        sets, args = set_clause(role=role, description=description, managed=managed)
         if not sets:
             return await self.get_repository_token(token_id) is not None
         rows = await self._db.execute(
-            f"UPDATE repository_token SET {', '.join(sets)} WHERE id = ? RETURNING id", (*args, token_id)
+            f"UPDATE repository_token SET {sets} WHERE id = ? RETURNING id", (*args, token_id)
         )
         return bool(rows)
 

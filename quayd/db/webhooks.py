@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from twisted.internet.interfaces import IReactorTime
 
 from quayd.db.interfaces import IDatabase, Row, Transaction
+from quayd.db.sql import set_clause
 from quayd.errors import JSONValue
 from quayd.webhooks.events import PushRecord
 
@@ -156,19 +157,11 @@ class WebhookStore:
         managed: bool | None = None,
     ) -> bool:
         """Change a webhook's URL, description or managed flag."""
-        sets: list[str] = []
-        args: list[object] = []
-        for column, value in (("url", url), ("description", description)):
-            if value is not None:
-                sets.append(f"{column} = ?")
-                args.append(value)
-        if managed is not None:
-            sets.append("managed = ?")
-            args.append(int(managed))
+        sets, args = set_clause(url=url, description=description, managed=managed)
         if not sets:
             return await self.get_webhook(webhook_id) is not None
         rows = await self._db.execute(
-            f"UPDATE webhook SET {', '.join(sets)} WHERE id = ? RETURNING id", (*args, webhook_id)
+            f"UPDATE webhook SET {sets} WHERE id = ? RETURNING id", (*args, webhook_id)
         )
         return bool(rows)
 
