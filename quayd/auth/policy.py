@@ -100,11 +100,21 @@ class Authorizer(Protocol):
         """
 
     async def authorize(
-        self, headers: Headers, repository: RepositoryName, actions: frozenset[Action], client: str = "-"
+        self,
+        headers: Headers,
+        repository: RepositoryName,
+        actions: frozenset[Action],
+        client: str = "-",
+        mount_from: RepositoryName | None = None,
     ) -> Principal:
         """
         Allow C{actions} on C{repository}, or raise 401 (with the challenge naming
         the needed scope) or 403 C{DENIED}.
+
+        @param mount_from: The source of a cross-repository mount: the 401
+            challenge also asks for pull on it, so that a client requesting the
+            challenged scope gets a token the mount can use. Not required: without
+            it the mount falls back to an upload session.
         """
 
     async def may_list(self, principal: Principal, repository: RepositoryName) -> bool:
@@ -122,7 +132,12 @@ class OpenAccess:
         return ANONYMOUS
 
     async def authorize(
-        self, headers: Headers, repository: RepositoryName, actions: frozenset[Action], client: str = "-"
+        self,
+        headers: Headers,
+        repository: RepositoryName,
+        actions: frozenset[Action],
+        client: str = "-",
+        mount_from: RepositoryName | None = None,
     ) -> Principal:
         """Allow C{actions} on C{repository}."""
         return ANONYMOUS
@@ -373,11 +388,19 @@ class AccessControl:
         return ANONYMOUS
 
     async def authorize(
-        self, headers: Headers, repository: RepositoryName, actions: frozenset[Action], client: str = "-"
+        self,
+        headers: Headers,
+        repository: RepositoryName,
+        actions: frozenset[Action],
+        client: str = "-",
+        mount_from: RepositoryName | None = None,
     ) -> Principal:
         """Allow C{actions} on C{repository} or raise 401/403."""
         scope_actions = ",".join(sorted(SCOPE_ACTIONS[a] for a in actions if a in SCOPE_ACTIONS))
         scope = f"repository:{repository}:{scope_actions}"
+        if mount_from is not None and mount_from != repository:
+            # Space-separated scopes, as Distribution writes a challenge for several.
+            scope += f" repository:{mount_from}:pull"
         bearer = parse_bearer(headers)
         if bearer is not None:
             try:

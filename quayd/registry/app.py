@@ -65,6 +65,16 @@ def _arg(request: IRequest, name: str) -> str | None:
     return values[0].decode("utf-8", "replace") if values else None
 
 
+def _mount_source(mount: str | None, source: str | None) -> RepositoryName | None:
+    """The repository a mount names in C{from}, when it is a valid name."""
+    if mount is None or source is None:
+        return None
+    try:
+        return RepositoryName.parse(source)
+    except RegistryError:
+        return None
+
+
 def _set(request: IRequest, name: str, value: str) -> None:
     request.responseHeaders.setRawHeaders(name.encode("latin-1"), [value.encode("latin-1")])
 
@@ -242,14 +252,15 @@ class RegistryApp:
                 self._uploads.release(upload.record.id)
             return self._created(request, repo, blob.digest)
         repo = RepositoryName.parse(name)
+        mount = _arg(request, "mount")
         principal = await self._authorizer.authorize(
             request.requestHeaders,
             repo,
             client=_client(request),
             actions=frozenset({Action.PULL, Action.PUSH}),
+            mount_from=_mount_source(mount, _arg(request, "from")),
         )
         await self._authorizer.claim(principal, repo)
-        mount = _arg(request, "mount")
         if mount is not None:
             mounted = await self._mount(
                 request.requestHeaders, repo, Digest.parse(mount), _arg(request, "from"), _client(request)

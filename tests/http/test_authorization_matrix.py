@@ -353,9 +353,15 @@ class Expect:
 
 
 def scope_of(route: Route, repository: str) -> str:
-    """The scope a challenge names for C{route} on C{repository}."""
+    """
+    The scope a challenge names for C{route} on C{repository}; a mount's also
+    asks for pull on its C{from} repository.
+    """
     assert route.needs is not None
-    return f"repository:{repository}:{','.join(sorted(route.needs))}"
+    scope = f"repository:{repository}:{','.join(sorted(route.needs))}"
+    if route.key == "upload-mount" and repository != PUB:
+        scope += f" repository:{PUB}:pull"
+    return scope
 
 
 def expect(caller: str, route: Route, repository: str | None) -> Expect:

@@ -586,3 +586,39 @@ async def test_token_wrong_password_refused_whatever_the_clock(tmp_path: Path) -
         assert wrong.code == 401, wrong.body
     finally:
         await registry.stop()
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_token_mount_challenge_asks_for_the_source(setup: TokenSetup) -> None:
+    """
+    The 401 challenge of a cross-repository mount names pull on the C{from}
+    repository too (space-separated, as Distribution writes several scopes),
+    so a client that asks for exactly the challenged scope can mount (201);
+    a token for the target alone still gets an upload session (202).
+    """
+    registry = setup.registry
+    blob = b"only in acme/other"
+    digest = f"sha256:{_sha256(blob)}"
+    pushed = await registry.client.request(
+        "POST", f"/v2/{OTHER}/blobs/uploads/?digest={digest}", headers=setup.root.headers, body=blob
+    )
+    assert pushed.code == 201, pushed.body
+    path = f"/v2/{PRIVATE}/blobs/uploads/?mount={digest}&from={OTHER}"
+
+    challenged = await registry.client.request("POST", path)
+    scope = f"repository:{PRIVATE}:pull,push repository:{OTHER}:pull"
+    assert challenged.code == 401
+    assert challenged.header("WWW-Authenticate") == registry.challenge(scope)
+
+    narrow = await setup.get_token(setup.root, f"repository:{PRIVATE}:pull,push")
+    fallback = await registry.client.request(
+        "POST", path, headers={"Authorization": f"Bearer {narrow.json()['token']}"}
+    )
+    assert fallback.code == 202, fallback.body
+
+    token = await setup.get_token(setup.root, scope)
+    mounted = await registry.client.request(
+        "POST", path, headers={"Authorization": f"Bearer {token.json()['token']}"}
+    )
+    assert mounted.code == 201, mounted.body
+    assert mounted.header("Location") == f"/v2/{PRIVATE}/blobs/{digest}"
