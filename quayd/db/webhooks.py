@@ -224,18 +224,21 @@ class WebhookStore:
         other dispatcher sends them meanwhile.
         """
         now = self._clock.seconds()
+        # PostgreSQL: rows another dispatcher is claiming right now are skipped, not
+        # waited for. SQLite has one writer at a time, so there is nothing to skip.
+        skip_locked = " FOR UPDATE OF d SKIP LOCKED" if self._db.dialect == "postgresql" else ""
 
         async def body(txn: Transaction) -> list[ClaimedDelivery]:
             rows = await txn.execute(
                 f"SELECT {_DELIVERY_QUALIFIED}, w.url, w.secret_ciphertext "
                 "FROM delivery d JOIN webhook w ON w.id = d.webhook "
                 "WHERE d.state = 'pending' AND d.next_attempt_at <= ? AND d.claimed_until <= ? "
-                "ORDER BY d.next_attempt_at LIMIT ?",
+                f"ORDER BY d.next_attempt_at LIMIT ?{skip_locked}",
                 (now, now, limit),
             )
             claimed = []
             for row in rows:
-                # Conditional: of two processes claiming at once, one wins.
+                # Conditional as well: a claim whose lease ran out meanwhile is not taken twice.
                 won = await txn.execute(
                     "UPDATE delivery SET claimed_until = ? WHERE id = ? AND claimed_until <= ? RETURNING id",
                     (now + lease, row[0], now),

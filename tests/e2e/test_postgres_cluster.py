@@ -10,6 +10,8 @@ process for any request: docker pushes through one and pulls through the
 other, an upload started on one is finished on the other, concurrent pushes of
 one tag through both end in one state, and a PostgreSQL restart in the middle
 of a stream of pushes loses no acknowledged push and needs no quayd restart.
+Both deliver push webhooks from the one queue in the database: every push
+event reaches the receiver once, sent by one process or the other.
 
 One more test moves a stopped SQLite quayd to PostgreSQL with the installed
 C{quayd-admin copy-from-sqlite} and serves its image from the copy. The
@@ -23,8 +25,10 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -38,6 +42,7 @@ from tests.support.clients import (
     OCI_MANIFEST,
     DockerDaemon,
     HTTPResult,
+    JSONValue,
     Layer,
     QuaydProcess,
     Skopeo,
@@ -47,6 +52,16 @@ from tests.support.clients import (
     run,
 )
 from tests.support.postgres import PostgresCluster
+from tests.support.webhooks import (
+    SECRET,
+    WEBHOOK_SETTINGS,
+    Hit,
+    ReceiverProcess,
+    admin_api,
+    create_webhook,
+    list_deliveries,
+    verify_signature,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -90,11 +105,15 @@ class QuaydPair:
         return "\n".join(server.diagnostics(3000) for server in self.both)
 
 
-@pytest.fixture
-def quayd_pair(tmp_path: Path, postgres_cluster: PostgresCluster) -> Iterator[QuaydPair]:
+@contextmanager
+def _running_pair(
+    tmp_path: Path, postgres_cluster: PostgresCluster, extra_config: Mapping[str, object] | None = None
+) -> Iterator[QuaydPair]:
     """
-    Two quayds on one new PostgreSQL database, one C{storage.path} and one
-    pair of key files (generated here); both stopped in teardown.
+    Start two quayds on one new PostgreSQL database, one C{storage.path} and one
+    pair of key files (generated here); stop both on the way out.
+
+    @param extra_config: Top-level config sections both processes get as well.
     """
     database = postgres_cluster.create_database()
     shared = tmp_path / "shared"
@@ -120,6 +139,7 @@ def quayd_pair(tmp_path: Path, postgres_cluster: PostgresCluster) -> Iterator[Qu
                 "token_signing_key_file": str(signing_key),
                 "secret_key_file": str(secret_key),
             },
+            **(extra_config or {}),
         }
 
     (tmp_path / "first").mkdir()
@@ -134,6 +154,36 @@ def quayd_pair(tmp_path: Path, postgres_cluster: PostgresCluster) -> Iterator[Qu
     finally:
         second.stop()
         first.stop()
+
+
+@pytest.fixture
+def quayd_pair(tmp_path: Path, postgres_cluster: PostgresCluster) -> Iterator[QuaydPair]:
+    """
+    Two quayds on one new PostgreSQL database, one C{storage.path} and one
+    pair of key files (generated here); both stopped in teardown.
+    """
+    with _running_pair(tmp_path, postgres_cluster) as pair:
+        yield pair
+
+
+@pytest.fixture
+def webhook_pair(tmp_path: Path, postgres_cluster: PostgresCluster) -> Iterator[QuaydPair]:
+    """
+    Two quayds as in L{quayd_pair}, both delivering webhooks with the end-to-end
+    settings (L{WEBHOOK_SETTINGS}: loopback receivers, quick coalescing and retries).
+    """
+    with _running_pair(tmp_path, postgres_cluster, {"webhooks": WEBHOOK_SETTINGS}) as pair:
+        yield pair
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[ReceiverProcess]:
+    """A webhook receiver subprocess, not yet started (the test scripts its answers); stopped in teardown."""
+    process = ReceiverProcess(tmp_path / "receiver")
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 # Raw registry requests -------------------------------------------------------------------------
@@ -416,6 +466,166 @@ def test_cluster_copy_from_sqlite_then_serve(tmp_path: Path, postgres_cluster: P
         assert blob.body == config
     finally:
         new.stop()
+
+
+# Webhooks --------------------------------------------------------------------------------------
+
+#: What the receiver answers to the first POSTs, whichever process sends them: failed
+#: attempts the dispatchers must retry.
+_SCRIPTED_FAILURES = (500, 503, 500, 503)
+#: The pushes of the webhook test in rounds: tag C{t<i>} goes through process C{i % 2}, the
+#: tags of a round are pushed at once, and the rounds are further apart than the coalescing
+#: window, so that they make several push events. A round of one push is coalesced and first
+#: sent by the process that took it (unless the other one happens to poll first); a round of
+#: two leaves both processes racing for it.
+_WEBHOOK_ROUNDS = ((0, 1), (2,), (3, 4), (5,), (6, 7), (8,), (9, 10), (11,))
+
+
+def _log_events(server: QuaydProcess) -> list[dict[str, JSONValue]]:
+    """The JSON events C{server} has logged so far (a line still being written is left out)."""
+    if not server.log_path.exists():
+        return []
+    lines = server.log_path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{") and line.endswith("}")]
+
+
+def _delivery_attempts(server: QuaydProcess) -> list[tuple[str, int, bool]]:
+    """
+    The webhook delivery attempts C{server} logged: (delivery id, attempt number, whether
+    that attempt delivered it).
+    """
+    return [
+        (event["delivery_id"], int(event["attempt"]), "delivered (" in event["log_format"])
+        for event in _log_events(server)
+        if "delivery_id" in event and "attempt" in event
+    ]
+
+
+def _summary(hits: list[Hit]) -> str:
+    """The receiver's hits, one a line, for failure messages."""
+    return "\n".join(
+        f"{hit.status} {hit.delivery} {sorted(hit.json().get('updated_tags', {}))}" for hit in hits
+    )
+
+
+def test_cluster_webhook_events_delivered_once(webhook_pair: QuaydPair, receiver: ReceiverProcess) -> None:
+    """
+    Twelve pushes to one repository, alternating between the processes and partly at once,
+    with a receiver that fails the first POSTs: every pushed tag reaches the receiver in
+    exactly one successful delivery, no delivery succeeds twice, each POST is one logged
+    attempt of one process, and both processes deliver events.
+    """
+    first, second = webhook_pair.both
+    repository = "tester/hooks"
+    receiver.start(statuses=_SCRIPTED_FAILURES)
+    status, document = admin_api(
+        first, "POST", "/api/v1/repositories", first.auth_headers, {"namespace": "tester", "name": "hooks"}
+    )
+    assert status == 201, document
+    webhook_id = create_webhook(second, repository, receiver.url(), first.auth_headers)
+    headers = _bearer(first, repository)
+    layer = b"webhook layer " * 100
+    configs = {
+        f"t{index}": json.dumps({"architecture": "amd64", "os": "linux", "push": index}).encode()
+        for round_ in _WEBHOOK_ROUNDS
+        for index in round_
+    }
+
+    def push(index: int) -> _Push:
+        tag = f"t{index}"
+        return _push_image(webhook_pair.both[index % 2], headers, repository, tag, configs[tag], layer)
+
+    pushes: list[_Push] = []
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        for round_ in _WEBHOOK_ROUNDS:
+            pushes.extend(executor.map(push, round_))
+            time.sleep(2 * WEBHOOK_SETTINGS["coalesce_window"])
+    acknowledged: dict[str, str] = {}
+    for done in pushes:
+        assert done.acknowledged is not None, (
+            done.server.hostport,
+            done.statuses,
+            webhook_pair.diagnostics(),
+        )
+        acknowledged[done.tag] = done.acknowledged
+    assert acknowledged.keys() == configs.keys() and len(configs) == 12
+    image_ids = {tag: hashlib.sha256(config).hexdigest() for tag, config in configs.items()}
+
+    def settled() -> bool:
+        """Every tag in a successful POST, and every delivery recorded as delivered."""
+        delivered = {
+            tag for hit in receiver.hits() if hit.status == 200 for tag in hit.json()["updated_tags"]
+        }
+        states = {d["state"] for d in list_deliveries(first, repository, webhook_id, headers)}
+        return delivered >= acknowledged.keys() and states == {"delivered"}
+
+    deadline = time.monotonic() + 60
+    while not settled():
+        assert time.monotonic() < deadline, (
+            f"not every push delivered within 60 s; receiver got:\n{_summary(receiver.hits())}\n"
+            f"{webhook_pair.diagnostics()}"
+        )
+        time.sleep(0.2)
+    time.sleep(2.0)  # longer than the longest retry delay: a duplicate POST would be in by now
+
+    hits = receiver.hits()
+    summary = f"receiver got:\n{_summary(hits)}\n{webhook_pair.diagnostics()}"
+    # The scripted failures were sent, and retried under the same delivery id.
+    assert tuple(hit.status for hit in hits[: len(_SCRIPTED_FAILURES)]) == _SCRIPTED_FAILURES, summary
+    assert {hit.status for hit in hits[len(_SCRIPTED_FAILURES) :]} == {200}, summary
+    by_delivery: dict[str, list[Hit]] = {}
+    for hit in hits:
+        assert hit.headers["x-quayd-event"] == "push", hit.headers
+        assert verify_signature(SECRET, hit.body, hit.headers["x-quayd-signature-256"])
+        by_delivery.setdefault(hit.delivery, []).append(hit)
+    assert any(len(attempts) > 1 for attempts in by_delivery.values()), summary
+    # Each delivery (one push event) succeeded exactly once, on its last attempt, and every
+    # attempt carried the same body.
+    for delivery_id, attempts in by_delivery.items():
+        assert [hit.status == 200 for hit in attempts] == [False] * (len(attempts) - 1) + [True], summary
+        assert len({hit.body for hit in attempts}) == 1, delivery_id
+    # Every pushed tag is in exactly one event, with its image and manifest.
+    tags: Counter[str] = Counter()
+    for attempts in by_delivery.values():
+        payload = attempts[-1].json()
+        assert payload["repository"] == repository
+        assert payload["updated_tags"] == {tag: image_ids[tag] for tag in payload["updated_tags"]}
+        assert payload["manifest_digests"] == [acknowledged[tag] for tag in payload["updated_tags"]]
+        tags.update(list(payload["updated_tags"]))
+    assert tags == Counter(dict.fromkeys(acknowledged, 1)), summary
+    assert 1 <= len(by_delivery) <= 12
+
+    # quayd recorded the same deliveries, each with as many attempts as the receiver got POSTs.
+    recorded = list_deliveries(second, repository, webhook_id, headers)
+    assert {d["id"]: (d["state"], d["attempts"], d["last_status"]) for d in recorded} == {
+        delivery_id: ("delivered", len(attempts), 200) for delivery_id, attempts in by_delivery.items()
+    }
+    # Each POST is one attempt logged by one process: attempt numbers 1..n of each delivery once
+    # each across both logs; the success was logged by one process; both processes delivered.
+    logged = {server: _delivery_attempts(server) for server in webhook_pair.both}
+    everything = sorted(
+        (delivery_id, attempt) for attempts in logged.values() for delivery_id, attempt, _ in attempts
+    )
+    assert everything == sorted(
+        (delivery_id, n + 1) for delivery_id, attempts in by_delivery.items() for n in range(len(attempts))
+    ), summary
+    delivered_by = {
+        server: {delivery_id for delivery_id, _, delivered in attempts if delivered}
+        for server, attempts in logged.items()
+    }
+    assert delivered_by[first].isdisjoint(delivered_by[second])
+    assert delivered_by[first] | delivered_by[second] == by_delivery.keys()
+    assert delivered_by[first] and delivered_by[second], (
+        f"one process delivered every event: {delivered_by}\n{summary}"
+    )
+    # Neither process logged a failure or a traceback.
+    for server in webhook_pair.both:
+        assert not [event for event in _log_events(server) if "log_failure" in event], server.diagnostics()
+        for path in (server.log_path, server.output_path):
+            assert "Traceback" not in path.read_text(encoding="utf-8"), server.diagnostics()
+
+
+# Last: the restart of the session's cluster ---------------------------------------------------
 
 
 def test_cluster_survives_postgres_restart(quayd_pair: QuaydPair, postgres_cluster: PostgresCluster) -> None:

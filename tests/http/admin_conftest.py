@@ -2,12 +2,14 @@
 Fixtures for the admin API tests: the real L{AdminApp} with the real auth
 stack, in process, on a loopback socket.
 
-The app runs over SQLite in C{tmp_path}, real key files (generated there), the
-real L{AccessControl} (credentials, throttle, policy, JWTs) and a real thread
-pool for bcrypt. A registry can be served beside it through
-L{mount_admin_api}, as the daemon does. Every response a test sees is checked
-against the OpenAPI document: its status must be documented for the
-operation, and its body must match the documented schema.
+The app runs over a new database of each metadata backend (SQLite in
+C{tmp_path}, and PostgreSQL: L{database_kind}, from C{tests/http/conftest.py}),
+real key files (generated in C{tmp_path}), the real L{AccessControl}
+(credentials, throttle, policy, JWTs) and a real thread pool for bcrypt. A
+registry can be served beside it through L{mount_admin_api}, as the daemon
+does. Every response a test sees is checked against the OpenAPI document:
+its status must be documented for the operation, and its body must match the
+documented schema.
 """
 
 from __future__ import annotations
@@ -41,14 +43,14 @@ from quayd.auth.throttle import LoginThrottle
 from quayd.auth.tokens import TokenService
 from quayd.blocking import ThreadPoolService
 from quayd.db.identity import IdentityStore
-from quayd.db.sqlite import SQLiteDatabase
+from quayd.db.interfaces import IDatabase
 from quayd.db.store import MetadataStore
 from quayd.errors import JSONValue
 from quayd.http.site import QuaydSite
 from quayd.registry.app import RegistryApp
 from quayd.registry.uploads import UploadLimits, UploadService
 from quayd.storage.filesystem import FilesystemBlobStore
-from tests.support.databases import open_sqlite
+from tests.conftest import DatabaseOpener
 from tests.support.http import RegistryClient, Response
 
 #: The configuration file named in "managed" refusals.
@@ -219,7 +221,7 @@ class AdminAPI:
     access: AccessControl
     tokens: TokenService
     uploads: UploadService
-    database: SQLiteDatabase
+    database: IDatabase
     port: IListeningPort
     pool: ThreadPoolService
     log: LogCapture
@@ -277,10 +279,13 @@ def error_of(response: Response, status: int, code: str) -> str:
 
 
 @pytest_twisted.async_yield_fixture  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
-async def admin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AdminAPI]:
+async def admin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_test_database: DatabaseOpener
+) -> AsyncIterator[AdminAPI]:
     """
     The admin API and the registry behind L{mount_admin_api} on loopback port
-    0, with the superuser C{root} and the users C{alice} and C{bob} seeded.
+    0, over a new database of the kind under test, with the superuser C{root}
+    and the users C{alice} and C{bob} seeded.
     """
     from twisted.internet import reactor
 
@@ -290,7 +295,7 @@ async def admin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     globalLogPublisher.addObserver(log)
     pool = ThreadPoolService(IReactorFromThreads(reactor), 1, 4)
     pool.startService()
-    database = await open_sqlite(tmp_path / "quayd.sqlite")
+    database = await open_test_database(tmp_path)
     identity = IdentityStore(database, reactor)
     secrets = load_secret_box(tmp_path / "keys" / "secret.key", generate=True)
     signing_key = load_signing_key(tmp_path / "keys" / "signing.pem", generate=True)

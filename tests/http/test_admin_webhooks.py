@@ -4,7 +4,7 @@ deleting webhooks, test events, the delivery log and redelivery, who may do
 what, managed webhooks, URL checks and the audit log.
 
 The admin app here is wired as the daemon wires it: a real L{WebhookStore}
-over the admin fixture's SQLite database, a real L{WebhookDispatcher} (woken
+over the admin fixture's database (SQLite, and PostgreSQL), a real L{WebhookDispatcher} (woken
 by the API and by pushes) posting through the SSRF-guarded endpoint factory to
 an in-process C{twisted.web} receiver on loopback. Every response is checked
 against the OpenAPI document (see C{admin_conftest.py}).

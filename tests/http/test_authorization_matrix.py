@@ -3,7 +3,9 @@ The authorization matrix: every registry route and the token endpoint, for
 every kind of principal, on private, public, foreign and missing repositories.
 
 One registry (the real app with access control, wired as the daemon wires it,
-on a loopback socket) serves the whole module. It is seeded once: an
+on a loopback socket) serves the whole module for each metadata backend
+(SQLite, then PostgreSQL: L{database_kind} is module-scoped here, so each
+backend costs one registry, not one per cell). It is seeded once: an
 organization C{acme} with teams of every role, users with direct roles,
 robots, repository tokens, a user namespace C{alice}, and image content in
 four repositories. Cells that change state (deletions, finished uploads) get
@@ -52,6 +54,7 @@ from twisted.internet.task import Clock
 
 from quayd.errors import JSONValue
 from quayd.registry.manifests import OCI_MANIFEST
+from tests.conftest import DATABASE_KINDS, DatabaseOpener
 from tests.support.http import Response
 from tests.support.identity import AccessRegistry, Login, start_access_registry
 from tests.support.manifests import image_manifest
@@ -524,13 +527,30 @@ async def seed(matrix: Matrix, registry: AccessRegistry) -> None:
     logins["token-unknown"] = Login(username="$token", password="0" * 43)
 
 
+@pytest.fixture(scope="module", params=DATABASE_KINDS)
+def database_kind(request: pytest.FixtureRequest) -> str:
+    """
+    The metadata backend of the module's registry: every cell runs over SQLite
+    and over PostgreSQL (which skips, or fails under C{CI=true}, without the
+    server binaries), with one seeded registry per backend.
+    """
+    kind: str = request.param
+    return kind
+
+
 @pytest_twisted.async_yield_fixture(scope="module")  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
-async def matrix(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Matrix]:
+async def matrix(
+    tmp_path_factory: pytest.TempPathFactory, open_module_database: DatabaseOpener
+) -> AsyncIterator[Matrix]:
     """The module's seeded registry; its teardown fails if quayd logged a failure."""
     clock = Clock()
     clock.advance(time.time())
+    directory = tmp_path_factory.mktemp("authz")
     registry = await start_access_registry(
-        tmp_path_factory.mktemp("authz"), superusers=[SUPERUSER], throttle_clock=clock
+        directory,
+        superusers=[SUPERUSER],
+        throttle_clock=clock,
+        database=await open_module_database(directory),
     )
     matrix = Matrix(registry=registry, logins={}, throttle_clock=clock)
     try:

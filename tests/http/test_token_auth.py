@@ -4,7 +4,8 @@ downscoping, the OAuth2 password grant, errors, login throttling, and the
 claims and expiry of the tokens it signs.
 
 Each test runs its own registry (the real app with access control, in process
-on a loopback socket). The login throttle runs on a L{Clock}, so lockouts are
+on a loopback socket), over SQLite and over PostgreSQL (L{database_kind}, from
+C{tests/http/conftest.py}). The login throttle runs on a L{Clock}, so lockouts are
 stepped through rather than waited for; requests from different client
 addresses come from different loopback source addresses (127.0.0.x).
 """
@@ -29,8 +30,10 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from quayd.auth.tokens import LEEWAY, TokenService
+from quayd.db.interfaces import IDatabase
 from quayd.errors import JSONValue
 from quayd.registry.manifests import OCI_MANIFEST
+from tests.conftest import DatabaseOpener
 from tests.support.http import Response
 from tests.support.identity import AccessRegistry, Login, start_access_registry
 from tests.support.manifests import image_manifest
@@ -125,12 +128,13 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-async def _start(tmp_path: Path, token_clock: Clock | None = None) -> TokenSetup:
-    """Start and seed a registry whose throttle runs on a L{Clock} at wall time."""
+async def _start(tmp_path: Path, database: IDatabase, token_clock: Clock | None = None) -> TokenSetup:
+    """Start and seed a registry over C{database} whose throttle runs on a L{Clock} at wall time."""
     throttle_clock = Clock()
     throttle_clock.advance(time.time())
     registry = await start_access_registry(
         tmp_path / "registry",
+        database=database,
         superusers=["root"],
         issuer="quayd-test",
         token_ttl=TTL,
@@ -145,10 +149,16 @@ async def _start(tmp_path: Path, token_clock: Clock | None = None) -> TokenSetup
     return TokenSetup(registry=registry, throttle_clock=throttle_clock, root=root, rita=rita, wes=wes)
 
 
+@pytest_twisted.async_fixture  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def database(tmp_path: Path, open_test_database: DatabaseOpener) -> IDatabase:
+    """A new database of the kind under test (SQLite or PostgreSQL) for the test's registry."""
+    return await open_test_database(tmp_path / "registry")
+
+
 @pytest_twisted.async_yield_fixture  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
-async def setup(tmp_path: Path) -> AsyncIterator[TokenSetup]:
+async def setup(tmp_path: Path, database: IDatabase) -> AsyncIterator[TokenSetup]:
     """A seeded registry for one test; its teardown fails if quayd logged a failure."""
-    started = await _start(tmp_path)
+    started = await _start(tmp_path, database)
     try:
         yield started
     finally:
@@ -559,11 +569,11 @@ async def _token_of(setup: TokenSetup) -> str:
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
-async def test_token_expiry_follows_token_clock(tmp_path: Path) -> None:
+async def test_token_expiry_follows_token_clock(tmp_path: Path, database: IDatabase) -> None:
     """With the token service on a L{Clock}, a token stops working once that clock passes its expiry."""
     clock = Clock()
     clock.advance(time.time())
-    started = await _start(tmp_path, token_clock=clock)
+    started = await _start(tmp_path, database, token_clock=clock)
     try:
         token = await _token_of(started)
         path = f"/v2/{PRIVATE}/manifests/v1"
@@ -577,9 +587,9 @@ async def test_token_expiry_follows_token_clock(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
-async def test_token_wrong_password_refused_whatever_the_clock(tmp_path: Path) -> None:
+async def test_token_wrong_password_refused_whatever_the_clock(tmp_path: Path, database: IDatabase) -> None:
     """A wrong password is refused even when the credentials' clock reads 0 (a fresh L{Clock})."""
-    registry = await start_access_registry(tmp_path / "registry", throttle_clock=Clock())
+    registry = await start_access_registry(tmp_path / "registry", database=database, throttle_clock=Clock())
     try:
         await registry.seeder.user("rita", "rita-secret")
         wrong = await registry.client.request("GET", "/v2/", headers=_basic("rita", "wrong"))

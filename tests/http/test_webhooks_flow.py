@@ -2,7 +2,8 @@
 Push webhooks end to end, in process over real loopback sockets: an image
 pushed over HTTP to the registry reaches a real C{twisted.web} receiver as
 one signed POST per coalesced push, through the guarded endpoint factory,
-with retries when the receiver fails or is down.
+with retries when the receiver fails or is down. Every test runs over SQLite
+and over PostgreSQL (L{database_kind}, from C{tests/http/conftest.py}).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from twisted.web.server import Request, Site
 from quayd.auth.keys import SecretBox, load_secret_box
 from quayd.auth.policy import OpenAccess
 from quayd.blocking import ThreadPoolService
-from quayd.db.sqlite import SQLiteDatabase
 from quayd.db.store import MetadataStore
 from quayd.db.webhooks import Delivery, Webhook, WebhookStore
 from quayd.http.site import QuaydSite
@@ -48,8 +48,8 @@ from quayd.webhooks.dispatcher import (
     WebhookDispatcher,
 )
 from quayd.webhooks.targets import GuardedEndpointFactory, TargetPolicy
+from tests.conftest import DatabaseOpener
 from tests.http.conftest import _FailureLog, describe_failures, sleep, wait_until
-from tests.support.databases import open_sqlite
 from tests.support.http import RegistryClient
 from tests.support.manifests import image_manifest
 
@@ -183,10 +183,10 @@ async def push_image(client: RegistryClient, *tags: str) -> str:
 
 
 @pytest_twisted.async_yield_fixture  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
-async def start_flow(tmp_path: Path) -> AsyncIterator[FlowFactory]:
+async def start_flow(tmp_path: Path, open_test_database: DatabaseOpener) -> AsyncIterator[FlowFactory]:
     """
-    Start a registry wired to a webhook dispatcher and a receiver:
-    C{await start_flow(policy=..., settings=...)}. Teardown stops the
+    Start a registry wired to a webhook dispatcher and a receiver, over a new
+    database of the kind under test: C{await start_flow(policy=..., settings=...)}. Teardown stops the
     dispatcher (waiting for deliveries, closing its pool), the client, the
     ports, the stores and the threads, then fails the test if anything
     logged a failure.
@@ -205,7 +205,7 @@ async def start_flow(tmp_path: Path) -> AsyncIterator[FlowFactory]:
         threads = IReactorFromThreads(reactor)
         pool = ThreadPoolService(threads, 1, 4)
         pool.startService()
-        database: SQLiteDatabase = await open_sqlite(base / "quayd.sqlite")
+        database = await open_test_database(base)
         store = MetadataStore(database, reactor)
         webhooks = WebhookStore(database, reactor)
         box = load_secret_box(base / "secret.key", generate=True)

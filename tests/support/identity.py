@@ -14,7 +14,8 @@ changes the cost of each check and nothing else.
 
 L{start_access_registry} runs the registry app in process with access control
 wired as the daemon wires it, for the HTTP tests of authentication and
-authorization.
+authorization, over SQLite or over a database the caller opened (the HTTP
+suites pass one of each backend, see C{tests/conftest.py}).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from quayd.auth.throttle import LoginThrottle
 from quayd.auth.tokens import TokenService
 from quayd.blocking import BlockingRunner, ThreadPoolService, run_synchronously
 from quayd.db.identity import Account, IdentityStore, Repository, Team
+from quayd.db.interfaces import IDatabase
 from quayd.db.migrations import migrate
 from quayd.db.sqlite import SQLiteDatabase
 from quayd.db.store import MetadataStore
@@ -428,9 +430,10 @@ class AccessRegistry:
     """
     The registry app with access control, assembled as
     C{QuaydService._build_access} and C{QuaydService._build} assemble it, serving
-    on a loopback port: SQLite and the filesystem blob store in a directory,
-    generated key files there, L{AccessControl}, L{TokenEndpoint}, L{RegistryApp}
-    and L{QuaydSite}.
+    on a loopback port: a metadata database (SQLite in a directory unless the
+    caller passed one), the filesystem blob store and generated key files in
+    that directory, L{AccessControl}, L{TokenEndpoint}, L{RegistryApp} and
+    L{QuaydSite}.
 
     @ivar base_url: C{http://127.0.0.1:PORT}.
     @ivar service: The token service name (the C{server.hostname}, C{127.0.0.1:PORT}).
@@ -455,7 +458,7 @@ class AccessRegistry:
     throttle_clock: IReactorTime
     failures: FailureLog
     port: IListeningPort
-    database: SQLiteDatabase
+    database: IDatabase
     pool: ThreadPoolService
 
     def challenge(self, scope: str | None = None, error: str | None = None) -> str:
@@ -497,6 +500,7 @@ async def start_access_registry(
     throttle_clock: IReactorTime | None = None,
     bcrypt_rounds: int | None = 4,
     max_manifest_bytes: int = 4 * 1024 * 1024,
+    database: IDatabase | None = None,
 ) -> AccessRegistry:
     """
     Start an L{AccessRegistry} on a free loopback port; the caller stops it.
@@ -509,6 +513,9 @@ async def start_access_registry(
     @param token_clock: The L{TokenService}'s clock (the reactor by default).
     @param throttle_clock: The L{LoginThrottle}'s clock (the reactor by default).
     @param bcrypt_rounds: bcrypt work factor of the users the seeder creates.
+    @param database: An open, migrated, empty database to serve (closed by
+        L{AccessRegistry.stop}, as the daemon closes its own); by default a new
+        SQLite file in C{directory}.
     """
     from twisted.internet import reactor
 
@@ -520,7 +527,8 @@ async def start_access_registry(
     base_url = f"http://{service}"
     pool = ThreadPoolService(IReactorFromThreads(reactor), 1, 4)
     pool.startService()
-    database = await open_sqlite(directory / "quayd.sqlite")
+    if database is None:
+        database = await open_sqlite(directory / "quayd.sqlite")
     signing_key = await pool(load_signing_key, directory / DEFAULT_SIGNING_KEY, True)
     secret_box = await pool(load_secret_box, directory / DEFAULT_SECRET_KEY, True)
     identity = IdentityStore(database, reactor)
