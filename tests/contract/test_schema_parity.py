@@ -8,11 +8,14 @@ the other.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.task import Clock
 
+from quayd.db.identity import IdentityStore
 from quayd.db.interfaces import IDatabase
 from quayd.db.migrations import migrate
 from quayd.db.postgres import PostgresDatabase
@@ -78,3 +81,33 @@ async def test_schema_same_tables_columns_and_indexes(
     assert len(sqlite_columns) > 50
     assert sqlite_columns == postgres_columns
     assert sqlite_indexes == postgres_indexes
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_schema_names_sort_bytewise_under_any_collation(postgres_cluster: PostgresCluster) -> None:
+    """
+    In a PostgreSQL database created with a natural-language (ICU) collation,
+    account names still list in byte order, as on SQLite.
+    """
+    name = f"quayd_icu_{os.getpid()}"
+    postgres_cluster.execute(
+        f'CREATE DATABASE "{name}" TEMPLATE template0'
+        " LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+    )
+    database = PostgresDatabase(postgres_cluster.dsn(name), reactor, pool_size=1)
+    await database.open()
+    try:
+        await migrate(database)
+        identity = IdentityStore(database, Clock())
+        names = ["ab", "a0", "a_d", "a.c", "a-b"]
+        for user in names:
+            await identity.create_user(user, None, None)
+        listed = [account.name for account in await identity.list_accounts("user")]
+        (icu_order,) = await database.execute(
+            'SELECT array_agg(n ORDER BY n COLLATE "en-US-x-icu") FROM unnest(?::text[]) AS n', (names,)
+        )
+    finally:
+        await database.close()
+        postgres_cluster.execute(f'DROP DATABASE "{name}"')
+    assert listed == sorted(names)
+    assert icu_order[0] != sorted(names)  # the collation would have ordered them otherwise
