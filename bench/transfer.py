@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import ctypes
 import functools
 import hashlib
 import http.client
@@ -57,6 +56,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, NoReturn
 from urllib.parse import urlencode, urlsplit
+
+from quayd.storage.filesystem import sync_file_range_writeback
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -373,27 +374,6 @@ def create_blob(path: Path, size: int) -> None:
         os.fsync(f.fileno())
 
 
-def _sync_file_range() -> Callable[[int, int, int], None] | None:
-    """
-    Linux C{sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)} through libc, or C{None}.
-
-    It starts writeback of a range without waiting for it (the standard library has no binding).
-    """
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    function.restype = ctypes.c_int
-
-    def start_writeback(fd: int, offset: int, length: int) -> None:
-        if function(fd, offset, length, 2) != 0:  # SYNC_FILE_RANGE_WRITE
-            errno = ctypes.get_errno()
-            raise OSError(errno, os.strerror(errno))
-
-    return start_writeback
-
-
 def durable_copy(source: Path, target: Path, passes: int = 2) -> float:
     """
     Copy a page-cached file with C{write} in 1 MiB pieces and C{fsync} it: what a registry
@@ -406,7 +386,7 @@ def durable_copy(source: Path, target: Path, passes: int = 2) -> float:
 
     @return: Throughput in MiB/s: no durable upload can be faster on this disk.
     """
-    start_writeback = _sync_file_range()
+    start_writeback = sync_file_range_writeback()
     best = 0.0
     for _ in range(passes):
         start = time.perf_counter()
