@@ -120,6 +120,7 @@ class QuaydService(MultiService):
             mount_admin_api(admin.resource(), registry.app.resource()),
             body_sink_factory=registry.sink_factory,
             max_buffered_body=config.registry.max_manifest_bytes,
+            access_log=config.logging.level in ("debug", "info"),
         )
         interval = min(600.0, max(1.0, config.registry.upload_expiry / 4))
         UploadJanitor(uploads, self._reactor, config.registry.upload_expiry, interval).setServiceParent(self)  # type: ignore[no-untyped-call]  # Twisted's base method is unannotated

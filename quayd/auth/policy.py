@@ -54,6 +54,14 @@ _ROLE_ACTIONS = {
 }
 #: Token scope action names for each action (admin is never put in a token).
 SCOPE_ACTIONS = {Action.PULL: "pull", Action.PUSH: "push", Action.DELETE: "delete"}
+_ALL_SCOPE_NAMES = frozenset(SCOPE_ACTIONS.values())
+#: The scope action names of every set of actions, computed once.
+_SCOPE_NAMES: dict[frozenset[Action], frozenset[str]] = {
+    frozenset(a for i, a in enumerate(Action) if mask >> i & 1): frozenset(
+        SCOPE_ACTIONS[a] for i, a in enumerate(Action) if mask >> i & 1 and a in SCOPE_ACTIONS
+    )
+    for mask in range(1 << len(Action))
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -341,6 +349,7 @@ class AccessControl:
         self.policy = policy
         self.tokens = tokens
         self._realm = realm
+        self._subjects: dict[str, Principal] = {}
 
     def challenge(self, scope: str | None = None, error: str | None = None) -> str:
         """The C{WWW-Authenticate} value pointing clients at the token endpoint."""
@@ -395,33 +404,41 @@ class AccessControl:
         client: str = "-",
         mount_from: RepositoryName | None = None,
     ) -> Principal:
-        """Allow C{actions} on C{repository} or raise 401/403."""
-        scope_actions = ",".join(sorted(SCOPE_ACTIONS[a] for a in actions if a in SCOPE_ACTIONS))
-        scope = f"repository:{repository}:{scope_actions}"
-        if mount_from is not None and mount_from != repository:
-            # Space-separated scopes, as Distribution writes a challenge for several.
-            scope += f" repository:{mount_from}:pull"
+        """
+        Allow C{actions} on C{repository} or raise 401/403.
+
+        With a bearer token this is the per-request path of every pull: the
+        token's verification is cached (L{TokenService.verify}), the challenge
+        scope is only built for a failure, and only a repository token's
+        principal needs a database lookup (it must still exist).
+        """
         bearer = parse_bearer(headers)
         if bearer is not None:
             try:
                 verified = self.tokens.verify(bearer)
             except TokenError as e:
-                raise self._unauthorized(f"invalid bearer token: {e}", scope, "invalid_token") from None
-            granted = verified.actions_on("repository", str(repository))
-            wanted = {SCOPE_ACTIONS[a] for a in actions if a in SCOPE_ACTIONS}
-            if "*" in granted:
-                granted = granted | set(SCOPE_ACTIONS.values())
-            if Action.ADMIN in actions or not wanted <= granted:
                 raise self._unauthorized(
-                    "token does not grant the requested access", scope, "insufficient_scope"
+                    f"invalid bearer token: {e}", _scope(repository, actions, mount_from), "invalid_token"
+                ) from None
+            granted = verified.actions_on("repository", str(repository))
+            if "*" in granted:
+                granted = _ALL_SCOPE_NAMES
+            if Action.ADMIN in actions or not _SCOPE_NAMES[actions] <= granted:
+                raise self._unauthorized(
+                    "token does not grant the requested access",
+                    _scope(repository, actions, mount_from),
+                    "insufficient_scope",
                 )
-            return await self._token_principal(verified.subject)
+            principal = self._subject_principal(verified.subject)
+            if principal.kind == "token":
+                return await self._repository_token_principal(principal)
+            return principal
         principal = await self.authenticate(headers, client)
         allowed = await self.policy.allowed_actions(principal, repository)
         if actions <= allowed:
             return principal
         if principal.kind == "anonymous":
-            raise self._unauthorized("authentication required", scope)
+            raise self._unauthorized("authentication required", _scope(repository, actions, mount_from))
         raise Denied("requested access to the resource is denied")
 
     async def claim(self, principal: Principal, repository: RepositoryName) -> None:
@@ -430,16 +447,37 @@ class AccessControl:
 
     async def _token_principal(self, subject: str) -> Principal:
         """The principal a verified token names; a repository token gets its repository back."""
-        principal = _principal_of_subject(subject, self._credentials.superusers)
-        if principal.kind == "token" and principal.name is not None:
-            found = await self.policy.identity.get_repository_token(principal.name)
-            if found is None:
-                return Principal(kind="anonymous", via="bearer")
-            token, _ = found
-            return Principal(
-                kind="token", name=token.id, repository=token.repository, role=token.role, via="bearer"
-            )
+        principal = self._subject_principal(subject)
+        if principal.kind == "token":
+            return await self._repository_token_principal(principal)
         return principal
+
+    def _subject_principal(self, subject: str) -> Principal:
+        """
+        The principal of a token subject, without a repository token's details.
+
+        Remembered per subject (principals are immutable values derived from the
+        subject and the superusers alone), so that requests with the same token
+        do not build it again.
+        """
+        principal = self._subjects.get(subject)
+        if principal is None:
+            principal = _principal_of_subject(subject, self._credentials.superusers)
+            if len(self._subjects) >= 10_000:
+                self._subjects.clear()
+            self._subjects[subject] = principal
+        return principal
+
+    async def _repository_token_principal(self, principal: Principal) -> Principal:
+        """A repository token's principal with its repository and role, as stored now."""
+        assert principal.name is not None
+        found = await self.policy.identity.get_repository_token(principal.name)
+        if found is None:
+            return Principal(kind="anonymous", via="bearer")
+        token, _ = found
+        return Principal(
+            kind="token", name=token.id, repository=token.repository, role=token.role, via="bearer"
+        )
 
     async def may_list(self, principal: Principal, repository: RepositoryName) -> bool:
         """Whether C{principal} may pull C{repository}."""
@@ -474,6 +512,15 @@ class AccessControl:
             if actions:
                 granted.append((type_, name, actions))
         return granted
+
+
+def _scope(repository: RepositoryName, actions: frozenset[Action], mount_from: RepositoryName | None) -> str:
+    """The scope a challenge for C{actions} on C{repository} (and a mount's source) names."""
+    scope = f"repository:{repository}:{','.join(sorted(_SCOPE_NAMES[actions]))}"
+    if mount_from is not None and mount_from != repository:
+        # Space-separated scopes, as Distribution writes a challenge for several.
+        scope += f" repository:{mount_from}:pull"
+    return scope
 
 
 def _principal_of_subject(subject: str, superusers: frozenset[str]) -> Principal:

@@ -50,7 +50,17 @@ class IDatabase(Interface):
         """
 
     def execute(sql: str, args: Params = ()) -> Deferred[list[Row]]:
-        """Run one statement in its own transaction; fires with its rows."""
+        """
+        Run one statement in its own transaction; fires with its rows.
+
+        A read (a statement starting with C{SELECT}) sees every transaction
+        committed before the call, by this process or any other using the
+        same database, and does not wait for open write transactions. A
+        backend may run reads on a connection of their own and run reads
+        asked at the same time together (SQLite does both), and runs a
+        single statement without C{BEGIN}/C{COMMIT} round trips where it
+        can (PostgreSQL's autocommit).
+        """
 
     def run_script(sql: str) -> Deferred[None]:
         """Run a multi-statement DDL script in one transaction."""

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import psycopg2
 import psycopg2.errorcodes
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres import reconnection, retrying, txpostgres
@@ -136,6 +137,29 @@ class _Connection(txpostgres.Connection):  # type: ignore[misc]  # txpostgres is
         d.addErrback(rollback)
         return d
 
+    def run_statement(self, sql: str, params: tuple[object, ...] | None) -> Deferred[list[Row]]:
+        """
+        Run one statement in autocommit mode (its own transaction), through
+        the connection's lock and dead-connection detector as every query is.
+
+        @return: A Deferred firing with the statement's rows, or C{[]} for a
+            statement that returns none.
+        """
+        d: Deferred[list[Row]] = self._doit(self._run_statement, sql, params)
+        return d
+
+    def _run_statement(self, sql: str, params: tuple[object, ...] | None) -> Deferred[list[Row]]:
+        cursor = self.cursor()
+        d: Deferred[Any] = cursor.execute(sql, params)
+
+        def rows(_: object) -> list[Row]:
+            if cursor.description is None:
+                return []
+            found: list[Row] = cursor.fetchall()
+            return found
+
+        return d.addCallback(rows)
+
     def doRead(self) -> BaseException | None:
         """
         Read from the socket of an idle connection (notifications, or the server
@@ -177,12 +201,34 @@ class _Pool(txpostgres.ConnectionPool):  # type: ignore[misc]  # txpostgres is u
             if connection._connection is not None:  # never connected: nothing to close
                 connection.close()
 
-    def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> Any:
+    def _checkout(self) -> _Connection:
+        """Take a live idle connection out of the pool, or any idle one when none is live."""
         connections = self.connections
         live = [c for c in connections if not c.detector.connectionIsDead]
-        connection = live[0] if live else next(iter(connections))
+        connection: _Connection = live[0] if live else next(iter(connections))
         connections.remove(connection)
+        return connection
+
+    def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> Any:
+        connection = self._checkout()
         d = connection.runInteraction(interaction, *args, **kwargs)
+        return d.addBoth(self._putBackAndPassthrough, connection)
+
+    def run_statement(self, sql: str, params: tuple[object, ...] | None) -> Deferred[list[Row]]:
+        """
+        Run one statement on a pooled connection, outside any explicit
+        transaction: the connection is in autocommit mode, so the statement is
+        its own transaction, in one round trip (no C{BEGIN} or C{COMMIT}).
+
+        @return: A Deferred firing with the statement's rows (empty when it
+            returns none).
+        """
+        result: Deferred[list[Row]] = self._semaphore.run(self._run_statement, sql, params)
+        return result
+
+    def _run_statement(self, sql: str, params: tuple[object, ...] | None) -> Deferred[list[Row]]:
+        connection = self._checkout()
+        d: Deferred[list[Row]] = connection.run_statement(sql, params)
         return d.addBoth(self._putBackAndPassthrough, connection)
 
 
@@ -280,14 +326,31 @@ class PostgresDatabase:
         return shielded
 
     async def _interaction(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
+        pool = self._open_pool()
+        return await self._retrying(
+            lambda: pool.runInteraction(
+                lambda cursor: Deferred.fromCoroutine(_call(body, _PostgresTransaction(cursor)))
+            )
+        )
+
+    def _open_pool(self) -> _Pool:
         if self._pool is None:
             raise Unavailable("the database is not open")
+        pool: _Pool = self._pool
+        return pool
+
+    async def _retrying(self, run: Callable[[], Deferred[T]]) -> T:
+        """
+        Run C{run()} (one transaction or one statement), again on serialization
+        failures and deadlocks (it was rolled back) and once more on a
+        connection known to be dead before anything was sent; map the errors
+        that mean "the database is unreachable" to L{Unavailable}.
+        """
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                result: T = await self._pool.runInteraction(
-                    lambda cursor: Deferred.fromCoroutine(_call(body, _PostgresTransaction(cursor)))
-                )
-                return result
+                return await run()
+            except psycopg2.IntegrityError as e:
+                raise Conflict(str(e).strip()) from e
             except psycopg2.Error as e:
                 if e.pgcode in _RETRYABLE and attempt < _ATTEMPTS:
                     continue
@@ -309,15 +372,31 @@ class PostgresDatabase:
                 raise Unavailable(
                     "the database is unreachable; retry later", headers={"Retry-After": "5"}
                 ) from e
+            except (ConnectionDone, ConnectionLost) as e:
+                # The pool was closed (quayd is stopping) while the statement ran.
+                raise Unavailable("the database connection closed", headers={"Retry-After": "5"}) from e
         raise AssertionError("unreachable")
 
     def execute(self, sql: str, args: Params = ()) -> Deferred[list[Row]]:
-        """Run one statement in its own transaction."""
+        """
+        Run one statement in its own transaction: in autocommit mode on a pooled
+        connection, so one round trip rather than C{BEGIN}, the statement and
+        C{COMMIT}. Retried like a transaction on serialization failures and
+        deadlocks (the statement was rolled back), and on a connection known to
+        be dead before anything was sent; a connection lost while the statement
+        ran fails with L{Unavailable}, since its outcome is unknown. Cancelling
+        the returned Deferred does not reach the connection.
+        """
+        shielded: Deferred[list[Row]] = Deferred()
+        Deferred.fromCoroutine(self._statement(sql, args)).chainDeferred(shielded)
+        return shielded
 
-        async def body(txn: Transaction) -> list[Row]:
-            return await txn.execute(sql, args)
-
-        return self.run_interaction(body)
+    async def _statement(self, sql: str, args: Params) -> list[Row]:
+        pool = self._open_pool()
+        query = sql.replace("?", "%s")
+        params = tuple(args) if args else None
+        rows: list[Row] = await self._retrying(lambda: pool.run_statement(query, params))
+        return rows
 
     def run_script(self, sql: str) -> Deferred[None]:
         """Run a DDL script in one transaction."""

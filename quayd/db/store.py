@@ -7,9 +7,13 @@ subset SQLite and PostgreSQL share, with C{?} placeholders.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from quayd.db.interfaces import IDatabase, Row, Transaction
 from quayd.errors import ManifestBlobUnknown, ManifestReferenced, ManifestUnknown
@@ -83,6 +87,115 @@ def _manifest(row: Row) -> ManifestRecord:
 _MANIFEST_COLUMNS = "digest, media_type, content, size, artifact_type, subject"
 _UPLOAD_COLUMNS = "id, repository, committed_size, created_at, updated_at"
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+#: Most lookups one coalesced query answers.
+LOOKUP_BATCH = 200
+
+
+class Coalescer(Generic[K, V]):
+    """
+    Answers concurrent lookups with one query per batch.
+
+    A lookup joins the batch that has not started yet; while one batch's query
+    runs, new lookups queue for the next one, which starts as soon as the
+    running one is answered. So a lookup is always answered by a query that
+    started after it was asked: it sees every change committed before, in
+    this process or any other, exactly as its own query would. Nothing is
+    remembered between batches. Under load, one query answers many requests
+    (and a key asked for several times in one batch is looked up once); an
+    idle server runs each lookup at once, as before.
+    """
+
+    def __init__(
+        self, fetch: Callable[[Sequence[K]], Awaitable[Mapping[K, V]]], limit: int = LOOKUP_BATCH
+    ) -> None:
+        """
+        @param fetch: Looks up distinct keys in one query; returns the values
+            found (keys not found are absent).
+        @param limit: Most keys per query.
+        """
+        self._fetch = fetch
+        self._limit = limit
+        self._queued: dict[K, list[Deferred[V | None]]] = {}
+        self._running = False
+
+    def get(self, key: K) -> Deferred[V | None]:
+        """
+        Look C{key} up in the next batch.
+
+        @return: A Deferred firing with the value, or C{None} if there is none.
+        """
+        d: Deferred[V | None] = Deferred()
+        self._queued.setdefault(key, []).append(d)
+        if not self._running:
+            self._running = True
+            Deferred.fromCoroutine(self._drain())
+        return d
+
+    async def _drain(self) -> None:
+        """Run batches until no lookup is queued."""
+        try:
+            while self._queued:
+                keys = list(self._queued)[: self._limit]
+                batch = {key: self._queued.pop(key) for key in keys}
+                try:
+                    found = await self._fetch(keys)
+                except BaseException:
+                    failure = Failure()
+                    for waiters in batch.values():
+                        for d in waiters:
+                            if not d.called:  # not cancelled
+                                d.errback(failure)
+                    continue
+                for key, waiters in batch.items():
+                    value = found.get(key)
+                    for d in waiters:
+                        if not d.called:  # not cancelled
+                            d.callback(value)
+        finally:
+            self._running = False
+
+
+#: A manifest lookup: by tag (C{True}) or digest, repository name, and the tag or digest.
+_ManifestKey = tuple[bool, str, str]
+
+
+def _manifest_lookup_sql(keys: Sequence[_ManifestKey]) -> tuple[str, list[object]]:
+    """
+    One statement finding the manifests of C{keys}, by digest and by tag
+    (through the tag row, so a tag resolves to the manifest it names when the
+    statement runs). Each row starts with the lookup's key.
+    """
+    groups: tuple[dict[str, list[str]], dict[str, list[str]]] = ({}, {})
+    for by_tag, repository, reference in keys:
+        groups[by_tag].setdefault(repository, []).append(reference)
+    parts: list[str] = []
+    args: list[object] = []
+    for kind, group in enumerate(groups):
+        if not group:
+            continue
+        conditions: list[str] = []
+        for repository, references in group.items():
+            marks = ", ".join("?" for _ in references)
+            if kind:
+                conditions.append(f"(t.repository = ? AND t.name IN ({marks}))")
+            else:
+                conditions.append(f"(m.repository = ? AND m.digest IN ({marks}))")
+            args.append(repository)
+            args.extend(references)
+        where = " OR ".join(conditions)
+        columns = "m.digest, m.media_type, m.content, m.size, m.artifact_type, m.subject"
+        if kind:
+            parts.append(
+                f"SELECT 1, t.repository, t.name, {columns} FROM tag t JOIN manifest m "
+                f"ON m.repository = t.repository AND m.digest = t.manifest_digest WHERE {where}"
+            )
+        else:
+            parts.append(f"SELECT 0, m.repository, m.digest, {columns} FROM manifest m WHERE {where}")
+    return " UNION ALL ".join(parts), args
+
 
 class MetadataStore:
     """
@@ -92,6 +205,7 @@ class MetadataStore:
     def __init__(self, database: IDatabase, clock: IReactorTime) -> None:
         self._db = database
         self._clock = clock
+        self._manifests: Coalescer[_ManifestKey, ManifestRecord] = Coalescer(self._find_manifests)
 
     async def _ensure_repository(self, txn: Transaction, repo: RepositoryName) -> None:
         await txn.execute(
@@ -320,24 +434,26 @@ class MetadataStore:
         return await self._db.run_interaction(body)
 
     async def get_manifest_by_digest(self, repo: RepositoryName, digest: Digest) -> ManifestRecord | None:
-        """The manifest with C{digest} in C{repo}, or C{None}."""
+        """
+        The manifest with C{digest} in C{repo}, or C{None}.
 
-        rows = await self._db.execute(
-            f"SELECT {_MANIFEST_COLUMNS} FROM manifest WHERE repository = ? AND digest = ?",
-            (str(repo), str(digest)),
-        )
-        return _manifest(rows[0]) if rows else None
+        Concurrent lookups (by digest and by tag) share one query; see L{Coalescer}.
+        """
+        return await self._manifests.get((False, str(repo), str(digest)))
 
     async def get_manifest_by_tag(self, repo: RepositoryName, tag: Tag) -> ManifestRecord | None:
-        """The manifest C{tag} points to in C{repo}, or C{None}."""
+        """
+        The manifest C{tag} points to in C{repo}, or C{None}.
 
-        rows = await self._db.execute(
-            "SELECT m.digest, m.media_type, m.content, m.size, m.artifact_type, m.subject "
-            "FROM tag t JOIN manifest m ON m.repository = t.repository AND m.digest = t.manifest_digest "
-            "WHERE t.repository = ? AND t.name = ?",
-            (str(repo), str(tag)),
-        )
-        return _manifest(rows[0]) if rows else None
+        Concurrent lookups (by digest and by tag) share one query; see L{Coalescer}.
+        """
+        return await self._manifests.get((True, str(repo), str(tag)))
+
+    async def _find_manifests(self, keys: Sequence[_ManifestKey]) -> dict[_ManifestKey, ManifestRecord]:
+        """Look manifests up by digest and by tag, in one statement."""
+        sql, args = _manifest_lookup_sql(keys)
+        rows = await self._db.execute(sql, args)
+        return {(bool(row[0]), str(row[1]), str(row[2])): _manifest(row[3:]) for row in rows}
 
     async def repository_exists(self, repo: RepositoryName) -> bool:
         """Whether C{repo} is known."""

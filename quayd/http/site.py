@@ -33,6 +33,9 @@ _PLAIN_HTTP_ONLY = (
 
 #: Largest non-upload body buffered in memory (manifests, JSON documents).
 DEFAULT_MAX_BUFFERED_BODY = 4 * 1024 * 1024
+#: The methods whose bodies a L{BodySinkFactory} is asked about; other requests
+#: (GET, HEAD, DELETE, ...) never carry an upload, and skip the factory's route matching.
+STREAMABLE_METHODS = frozenset({b"POST", b"PATCH", b"PUT"})
 #: Socket read size while an upload body streams in. Twisted reads 64 KiB per C{recv}
 #: (C{FileDescriptor.bufferSize}), and everything per read (the HTTP parser, the decoder,
 #: the sink) is Python; 1 MiB reads halve the reactor's CPU time per uploaded GiB.
@@ -65,7 +68,8 @@ class BodySinkFactory(Protocol):
         client: str = "-",
     ) -> BodySink | None:
         """
-        Return a sink for the body, or C{None} to buffer it normally.
+        Return a sink for the body, or C{None} to buffer it normally. Only
+        requests whose method is in L{STREAMABLE_METHODS} are offered.
 
         @param producer: The transport, to pause while the sink lags behind.
         """
@@ -102,7 +106,7 @@ class StreamingRequest(server.Request):
         path = getattr(self.channel, "_path", None)
         if site is not None and isinstance(method, bytes) and isinstance(path, bytes):
             factory = site.body_sink_factory
-            if factory is not None:
+            if factory is not None and method in STREAMABLE_METHODS:
                 transport = getattr(self.channel, "transport", None)
                 peer = self.getClientAddress()  # type: ignore[no-untyped-call]  # unannotated in Twisted
                 client = str(getattr(peer, "host", "-"))
@@ -181,10 +185,17 @@ class QuaydSite(server.Site):
         resource: IResource,
         body_sink_factory: BodySinkFactory | None = None,
         max_buffered_body: int = DEFAULT_MAX_BUFFERED_BODY,
+        access_log: bool = True,
     ) -> None:
+        """
+        @param access_log: Whether to emit the access-log events (at level
+            C{info}); when the configured level filters them out anyway, not
+            building them saves their cost on every request.
+        """
         super().__init__(resource)  # type: ignore[no-untyped-call]  # Twisted's base method is unannotated
         self.body_sink_factory = body_sink_factory
         self.max_buffered_body = max_buffered_body
+        self.access_log = access_log
         self.displayTracebacks = False
 
     def buildProtocol(self, addr: IAddress | None) -> _GenericHTTPChannelProtocol | None:
@@ -222,7 +233,9 @@ class QuaydSite(server.Site):
         return protocol
 
     def log(self, request: server.Request) -> None:  # type: ignore[override]  # twisted's own annotation is looser
-        """Emit one structured access-log event per request."""
+        """Emit one structured access-log event per request (unless L{access_log} is off)."""
+        if not self.access_log:
+            return
         _log.info(
             "{client} {method} {uri} {status} {length}",
             client=request.getClientAddress().__dict__.get("host", "-"),

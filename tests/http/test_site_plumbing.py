@@ -1,0 +1,127 @@
+"""
+Per-request plumbing of L{quayd.http.site.QuaydSite}: only methods that can
+carry an upload are offered to the body sink factory, and access-log events
+are only built when the configured level lets them out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import pytest_twisted
+import treq
+from klein import Klein
+from twisted.internet.interfaces import IListeningPort, IPushProducer
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.web.http_headers import Headers
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from quayd.http.site import STREAMABLE_METHODS, BodySink, QuaydSite
+
+
+class _Offers:
+    """A body sink factory that records what it was offered and streams nothing."""
+
+    def __init__(self) -> None:
+        self.methods: list[bytes] = []
+
+    def __call__(
+        self,
+        method: bytes,
+        path: bytes,
+        headers: Headers,
+        length: int | None,
+        producer: IPushProducer,
+        client: str = "-",
+    ) -> BodySink | None:
+        """Record the method; buffer the body as usual."""
+        self.methods.append(method)
+        return None
+
+
+async def _serve(site: QuaydSite) -> tuple[IListeningPort, str]:
+    """Listen on a loopback port; returns the port and its base URL."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+    return port, f"http://127.0.0.1:{port.getHost().port}"
+
+
+def _app() -> Klein:
+    """One route answering every method with the body's length."""
+    app = Klein()
+
+    @app.route("/thing", methods=["GET", "HEAD", "DELETE", "POST", "PATCH", "PUT"])
+    def thing(request: Request) -> bytes:
+        assert request.content is not None
+        return b"%d" % len(request.content.read())
+
+    return app
+
+
+@implementer(ILogObserver)
+class _AccessLog:
+    """Keeps the access-log events."""
+
+    def __init__(self) -> None:
+        self.events: list[LogEvent] = []
+
+    def __call__(self, event: LogEvent) -> None:
+        """Keep C{event} if it is an access-log event."""
+        if event.get("log_system") == "access":
+            self.events.append(event)
+
+
+@pytest.fixture
+def access_events() -> Iterator[list[LogEvent]]:
+    """Access-log events emitted while the test runs."""
+    observer = _AccessLog()
+    globalLogPublisher.addObserver(observer)
+    yield observer.events
+    globalLogPublisher.removeObserver(observer)
+
+
+async def _stop(port: IListeningPort) -> None:
+    """Stop listening."""
+    stopped = port.stopListening()
+    if stopped is not None:
+        await stopped
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_only_upload_methods_are_offered_to_the_sink_factory() -> None:
+    """GET, HEAD and DELETE skip the factory's route matching; POST, PATCH and PUT are offered."""
+    offers = _Offers()
+    port, base = await _serve(QuaydSite(_app().resource(), body_sink_factory=offers))
+    try:
+        for method in ("GET", "HEAD", "DELETE", "POST", "PATCH", "PUT"):
+            body = b"abc" if method in ("POST", "PATCH", "PUT") else None
+            response = await treq.request(method, f"{base}/thing", data=body, persistent=False)
+            assert response.code == 200
+            if method != "HEAD":
+                assert await response.text() == ("3" if method in ("POST", "PATCH", "PUT") else "0")
+            else:
+                await response.content()
+        assert offers.methods == [b"POST", b"PATCH", b"PUT"]
+        assert set(offers.methods) == STREAMABLE_METHODS
+    finally:
+        await _stop(port)
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_access_log_follows_the_flag(enabled: bool, access_events: list[LogEvent]) -> None:
+    """With C{access_log} on, one event per request; off (level above info), none is built."""
+    port, base = await _serve(QuaydSite(_app().resource(), access_log=enabled))
+    try:
+        response = await treq.get(f"{base}/thing?x=1", persistent=False)
+        assert await response.text() == "0"
+    finally:
+        await _stop(port)
+    if enabled:
+        assert [(e["method"], e["uri"], e["status"]) for e in access_events] == [("GET", "/thing?x=1", 200)]
+    else:
+        assert access_events == []
