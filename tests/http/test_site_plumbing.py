@@ -1,12 +1,14 @@
 """
 Per-request plumbing of L{quayd.http.site.QuaydSite}: only methods that can
-carry an upload are offered to the body sink factory, and access-log events
-are only built when the configured level lets them out.
+carry an upload are offered to the body sink factory, a streamed body is read
+from the socket in large pieces, and access-log events are only built when
+the configured level lets them out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import pytest
 import pytest_twisted
@@ -14,18 +16,47 @@ import treq
 from klein import Klein
 from twisted.internet.interfaces import IListeningPort, IPushProducer
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from quayd.http.site import STREAMABLE_METHODS, BodySink, QuaydSite
+from quayd.http.site import STREAMABLE_METHODS, UPLOAD_READ_SIZE, BodySink, QuaydSite
+
+
+@dataclass
+class _RecordingSink:
+    """A body sink noting the transport's read size at each chunk."""
+
+    transport: IPushProducer
+    received: bytearray = field(default_factory=bytearray)
+    read_sizes: list[int] = field(default_factory=list)
+    finished: bool = False
+
+    def write(self, data: bytes) -> None:
+        """Keep the chunk and the current read size."""
+        self.received += data
+        self.read_sizes.append(self.transport.bufferSize)  # type: ignore[attr-defined]  # a tcp.Server
+
+    def finish(self) -> None:
+        """The body is complete."""
+        self.finished = True
+
+    def abort(self, reason: Failure) -> None:
+        """Not expected here."""
+        raise AssertionError(f"body aborted: {reason}")
 
 
 class _Offers:
-    """A body sink factory that records what it was offered and streams nothing."""
+    """
+    A body sink factory that records what it was offered; it streams the
+    bodies sent to C{stream_path} into L{_RecordingSink}s, and buffers the rest.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, stream_path: bytes | None = None) -> None:
         self.methods: list[bytes] = []
+        self.sinks: list[_RecordingSink] = []
+        self._stream_path = stream_path
 
     def __call__(
         self,
@@ -36,9 +67,13 @@ class _Offers:
         producer: IPushProducer,
         client: str = "-",
     ) -> BodySink | None:
-        """Record the method; buffer the body as usual."""
+        """Record the method; stream or buffer the body."""
         self.methods.append(method)
-        return None
+        if path != self._stream_path:
+            return None
+        sink = _RecordingSink(producer)
+        self.sinks.append(sink)
+        return sink
 
 
 async def _serve(site: QuaydSite) -> tuple[IListeningPort, str]:
@@ -125,3 +160,32 @@ async def test_access_log_follows_the_flag(enabled: bool, access_events: list[Lo
         assert [(e["method"], e["uri"], e["status"]) for e in access_events] == [("GET", "/thing?x=1", 200)]
     else:
         assert access_events == []
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_site_reads_upload_bodies_in_large_pieces() -> None:
+    """
+    While an upload body streams into a sink, the socket is read in
+    UPLOAD_READ_SIZE pieces; afterwards the transport's usual size is back
+    (it is also its write-buffer threshold), for the next request on the connection.
+    """
+    app = Klein()
+
+    @app.route("/upload", methods=["PUT"])
+    def upload(request: Request) -> bytes:
+        return b"%d" % (request.channel.transport.bufferSize,)  # type: ignore[union-attr]  # a tcp.Server
+
+    offers = _Offers(stream_path=b"/upload")
+    port, base = await _serve(QuaydSite(app.resource(), body_sink_factory=offers))
+    try:
+        body = bytes(range(256)) * 16384  # 4 MiB
+        response = await treq.put(f"{base}/upload", data=body)
+        during = int(await response.text())
+    finally:
+        await _stop(port)
+    assert response.code == 200
+    [sink] = offers.sinks
+    assert sink.finished
+    assert bytes(sink.received) == body
+    assert set(sink.read_sizes) == {UPLOAD_READ_SIZE}
+    assert during < UPLOAD_READ_SIZE
