@@ -166,6 +166,14 @@ def _sink(
     return UploadBodySink(service, producer, prepared, limit), producer
 
 
+async def _held_sink(uploads: Uploads) -> tuple[UploadBodySink, RecordingProducer, OpenUpload]:
+    """A new session, taken, with a sink streaming into it; the blocking runner holds its work."""
+    upload = await uploads.service.take(REPO, (await uploads.service.start(REPO)).id)
+    uploads.runner.held = True
+    sink, producer = _sink(uploads.service, upload)
+    return sink, producer, upload
+
+
 async def _stream(service: UploadService, upload_id: str, *chunks: bytes) -> OpenUpload:
     """Take a session, stream C{chunks} into it, record them, and release it."""
     upload = await service.take(REPO, upload_id)
@@ -207,11 +215,7 @@ async def test_upload_sink_writes_chunks(uploads: Uploads) -> None:
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_upload_sink_result_waits_for_writes(uploads: Uploads) -> None:
     """The result fires only after the last batch is written, not when the body ends."""
-    service = uploads.service
-    record = await service.start(REPO)
-    upload = await service.take(REPO, record.id)
-    uploads.runner.held = True
-    sink, _ = _sink(service, upload)
+    sink, _, _ = await _held_sink(uploads)
     sink.write(b"a" * MIN_BATCH)
     sink.write(b"def")
     sink.finish()
@@ -225,11 +229,7 @@ async def test_upload_sink_result_waits_for_writes(uploads: Uploads) -> None:
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_upload_sink_batches_small_chunks(uploads: Uploads) -> None:
     """Chunks smaller than MIN_BATCH wait for more (or the body's end) before going to the writer."""
-    service = uploads.service
-    record = await service.start(REPO)
-    upload = await service.take(REPO, record.id)
-    uploads.runner.held = True
-    sink, _ = _sink(service, upload)
+    sink, _, upload = await _held_sink(uploads)
     sink.write(b"abc")
     sink.write(b"def")
     assert upload.writer.size == 0
@@ -241,11 +241,7 @@ async def test_upload_sink_batches_small_chunks(uploads: Uploads) -> None:
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_upload_sink_backpressure(uploads: Uploads) -> None:
     """The transport is paused above HIGH_WATER queued bytes and resumed only below LOW_WATER."""
-    service = uploads.service
-    record = await service.start(REPO)
-    upload = await service.take(REPO, record.id)
-    uploads.runner.held = True
-    sink, producer = _sink(service, upload)
+    sink, producer, _ = await _held_sink(uploads)
     assert producer.events == ["pause", "resume"]
 
     first = b"a" * (HIGH_WATER - 2 * MIB)
@@ -318,10 +314,8 @@ async def test_upload_sink_abort_keeps_recorded_size(uploads: Uploads) -> None:
 async def test_upload_sink_abort_during_write_releases_after_it(uploads: Uploads) -> None:
     """An abort while a batch is being written releases the session once that write ends."""
     service = uploads.service
-    record = await service.start(REPO)
-    upload = await service.take(REPO, record.id)
-    uploads.runner.held = True
-    sink, _ = _sink(service, upload)
+    sink, _, upload = await _held_sink(uploads)
+    record = upload.record
     sink.write(b"in flight")
     sink.abort(Failure(ConnectionLost()))
     with pytest.raises(BlobUploadInvalid):
