@@ -35,23 +35,36 @@ import json
 import math
 import os
 import re
-import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import IO, TYPE_CHECKING, NoReturn
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
+
+if __package__ in (None, ""):  # run as a file: make the checkout importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.harness import (
+    CLOCK_TICKS,
+    IDLE_THRESHOLD,
+    BenchError,
+    Interrupted,
+    children_cpu,
+    cleanup_on_signals,
+    cpu_times,
+    free_port,
+    idle_fraction,
+    self_cpu,
+    verdict,
+    wait_for_idle,
+)
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -71,13 +84,10 @@ CEILING_REPOSITORY = "x"
 TARGET = 0.5
 #: wrk threads; with two processes, thread i loads process i.
 WRK_THREADS = 2
-#: The machine counts as idle when at least this fraction of all CPU time is idle.
-IDLE_THRESHOLD = 0.85
 #: Seconds to wait for a server to answer after it was started.
 STARTUP_TIMEOUT = 60.0
 #: wrk's per-request timeout for the Basic-credentials row: its first requests wait for bcrypt.
 BASIC_TIMEOUT = "30s"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -108,57 +118,7 @@ POSTGRESQL = "postgresql"
 BACKENDS = (SQLITE, POSTGRESQL)
 
 
-class BenchError(Exception):
-    """A step of the benchmark failed; the message says which and why."""
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGHUP arrived; raised so that the cleanup in C{finally} blocks runs."""
-
-
 # Machine state
-
-
-def _cpu_times() -> tuple[int, int]:
-    """
-    System-wide CPU time from C{/proc/stat}.
-
-    @return: C{(busy, total)} in clock ticks, summed over all CPUs; idle and iowait
-        count as not busy.
-    """
-    with open("/proc/stat", encoding="ascii") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
-    total = sum(fields[:8])
-    return total - fields[3] - fields[4], total
-
-
-def idle_fraction(interval: float = 1.0) -> float:
-    """Fraction of all CPU time that was idle over the next C{interval} seconds."""
-    busy0, total0 = _cpu_times()
-    time.sleep(interval)
-    busy1, total1 = _cpu_times()
-    return 1.0 - (busy1 - busy0) / max(total1 - total0, 1)
-
-
-def wait_for_idle(max_wait: float, label: str) -> float:
-    """
-    Wait until the machine is mostly idle, or C{max_wait} seconds have passed.
-
-    @param label: What is about to run, for the warning.
-    @return: The idle fraction of the last one-second sample.
-    """
-    deadline = time.monotonic() + max_wait
-    idle = idle_fraction()
-    while idle < IDLE_THRESHOLD and time.monotonic() < deadline:
-        idle = idle_fraction()
-    if idle < IDLE_THRESHOLD:
-        print(
-            f"WARNING: machine only {idle:.0%} idle before {label} "
-            f"(load average {os.getloadavg()[0]:.2f}); figures will be noisy",
-            flush=True,
-        )
-    return idle
 
 
 def _stat_cpu(path: str) -> float:
@@ -182,25 +142,7 @@ def process_cpu(pid: int) -> tuple[float, float]:
     return _stat_cpu(f"/proc/{pid}/stat"), _stat_cpu(f"/proc/{pid}/task/{pid}/stat")
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _self_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 # Processes
-
-
-def free_port() -> int:
-    """A currently unused TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -941,17 +883,17 @@ def measure(
         if drained > 2:
             print(f"  (after the warm-up the servers kept working for {drained:.0f} s)", flush=True)
     before = [process_cpu(server.pid) for server in load.servers]
-    children0, self0, busy0 = _children_cpu(), _self_cpu(), _cpu_times()[0]
+    children0, self0, busy0 = children_cpu(), self_cpu(), cpu_times()[0]
     start = time.perf_counter()
     result = run_wrk(ports, load.path, script, duration, connections, load.timeout)
     wall = time.perf_counter() - start
-    busy1 = _cpu_times()[0]
+    busy1 = cpu_times()[0]
     after = [process_cpu(server.pid) for server in load.servers]
     for server in load.servers:
         server.check_running()
     server_cpu = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
-    wrk_cpu = _children_cpu() - children0
-    other = (busy1 - busy0) / CLOCK_TICKS - server_cpu - wrk_cpu - (_self_cpu() - self0)
+    wrk_cpu = children_cpu() - children0
+    other = (busy1 - busy0) / CLOCK_TICKS - server_cpu - wrk_cpu - (self_cpu() - self0)
     drained = wait_quiet(load.servers)
     if drained > 2:
         print(f"  (the servers kept working for {drained:.0f} s after wrk stopped)", flush=True)
@@ -994,11 +936,6 @@ def print_header() -> None:
     )
     print(header)
     print("-" * (len(header) + 14), flush=True)
-
-
-def verdict(ok: bool) -> str:
-    """C{PASS} or C{FAIL}."""
-    return "PASS" if ok else "FAIL"
 
 
 def print_verdicts(measurements: list[Measurement]) -> bool:
@@ -1065,27 +1002,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--backends must name some of {', '.join(BACKENDS)}")
         args.backends = backends
     return args
-
-
-def _raise_interrupted(signum: int, frame: FrameType | None) -> NoReturn:
-    raise Interrupted(signal.Signals(signum).name)
-
-
-@contextmanager
-def cleanup_on_signals() -> Iterator[None]:
-    """
-    Turn SIGINT, SIGTERM and SIGHUP into exceptions while active, so C{finally} blocks run.
-
-    SIGINT is handled even when the script was started with it ignored (a background job of a
-    non-interactive shell), so that C{kill -INT} always cleans up.
-    """
-    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGHUP)}
-    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 class Bench:

@@ -38,26 +38,38 @@ import json
 import mmap
 import os
 import re
-import resource
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import IO, NoReturn
+from typing import IO
 from urllib.parse import urlencode, urlsplit
 
 from quayd.storage.filesystem import sync_file_range_writeback
+
+if __package__ in (None, ""):  # run as a file: make the checkout importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.harness import (
+    CLOCK_TICKS,
+    IDLE_THRESHOLD,
+    BenchError,
+    Interrupted,
+    children_cpu,
+    cleanup_on_signals,
+    cpu_times,
+    free_port,
+    idle_fraction,
+    self_cpu,
+    verdict,
+    wait_for_idle,
+)
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -67,8 +79,6 @@ REPOSITORY = "bench/blob"
 UPLOAD_TARGET = 0.4
 DOWNLOAD_TARGET = 0.9
 RSS_TARGET_MIB = 150.0
-#: The machine counts as idle when at least this fraction of all CPU time is idle.
-IDLE_THRESHOLD = 0.85
 #: How often the server's memory and write counter are sampled during a transfer, in seconds.
 SAMPLE_INTERVAL = 0.02
 #: Bytes at the end of the upload file replaced before each upload, so each is a new blob.
@@ -77,7 +87,6 @@ TAIL = 32
 STARTUP_TIMEOUT = 60.0
 #: Seconds one curl transfer may take before the run is abandoned.
 TRANSFER_TIMEOUT = 600.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 UPLOAD_CHUNKED = "upload, chunked PATCH"
 UPLOAD_MONOLITHIC = "upload, monolithic PUT"
@@ -86,63 +95,7 @@ DOWNLOAD_NGINX = "download, nginx"
 VARIANTS = (UPLOAD_CHUNKED, UPLOAD_MONOLITHIC, DOWNLOAD_QUAYD, DOWNLOAD_NGINX)
 
 
-class BenchError(Exception):
-    """A step of the benchmark failed; the message says which and why."""
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGHUP arrived; raised so that the cleanup in C{finally} blocks runs."""
-
-
 # Machine state
-
-
-def _cpu_times() -> tuple[int, int]:
-    """
-    System-wide CPU time from C{/proc/stat}.
-
-    @return: C{(busy, total)} in clock ticks, summed over all CPUs; idle and iowait
-        count as not busy.
-    """
-    with open("/proc/stat", encoding="ascii") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
-    total = sum(fields[:8])
-    return total - fields[3] - fields[4], total
-
-
-def idle_fraction(interval: float = 1.0) -> float:
-    """Fraction of all CPU time that was idle over the next C{interval} seconds."""
-    busy0, total0 = _cpu_times()
-    time.sleep(interval)
-    busy1, total1 = _cpu_times()
-    return 1.0 - (busy1 - busy0) / max(total1 - total0, 1)
-
-
-def load_average() -> tuple[float, float, float]:
-    """The 1, 5 and 15 minute load averages."""
-    one, five, fifteen = os.getloadavg()
-    return one, five, fifteen
-
-
-def wait_for_idle(max_wait: float, label: str) -> float:
-    """
-    Wait until the machine is mostly idle, or C{max_wait} seconds have passed.
-
-    @param label: What is about to run, for the warning.
-    @return: The idle fraction of the last one-second sample.
-    """
-    deadline = time.monotonic() + max_wait
-    idle = idle_fraction()
-    while idle < IDLE_THRESHOLD and time.monotonic() < deadline:
-        idle = idle_fraction()
-    if idle < IDLE_THRESHOLD:
-        print(
-            f"WARNING: machine only {idle:.0%} idle before {label} "
-            f"(load average {load_average()[0]:.2f}); figures will be noisy",
-            flush=True,
-        )
-    return idle
 
 
 # Processes under measurement
@@ -307,16 +260,6 @@ class Sample:
     background: float
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _self_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def measure(monitor: ProcessMonitor, size: int, transfer: Callable[[], None], upload: bool) -> Sample:
     """
     Run one transfer and measure it.
@@ -329,18 +272,18 @@ def measure(monitor: ProcessMonitor, size: int, transfer: Callable[[], None], up
     monitor.reset_peak_rss()
     gib = size / GIB
     before = monitor.cpu()
-    children0, self0 = _children_cpu(), _self_cpu()
-    busy0 = _cpu_times()[0]
+    children0, self0 = children_cpu(), self_cpu()
+    busy0 = cpu_times()[0]
     with ProcessSampler(monitor, size if upload else None) as sampler:
         start = time.perf_counter()
         transfer()
         end = time.perf_counter()
-    busy1 = _cpu_times()[0]
+    busy1 = cpu_times()[0]
     after = monitor.cpu()
     wall = end - start
     server = after.total - before.total
-    client = _children_cpu() - children0
-    own = _self_cpu() - self0
+    client = children_cpu() - children0
+    own = self_cpu() - self0
     system_busy = (busy1 - busy0) / CLOCK_TICKS
     after_body = None
     if upload and sampler.body_written_at is not None:
@@ -494,14 +437,6 @@ class UploadSource:
 
 
 # Servers
-
-
-def free_port() -> int:
-    """A currently unused TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Server:
@@ -1029,11 +964,6 @@ def print_table(results: Results) -> None:
     )
 
 
-def verdict(ok: bool) -> str:
-    """C{PASS} or C{FAIL}."""
-    return "PASS" if ok else "FAIL"
-
-
 def print_verdicts(results: Results, sha: HashSpeed, disk_mib_s: float) -> bool:
     """
     Print ratios against the targets.
@@ -1110,27 +1040,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _raise_interrupted(signum: int, frame: FrameType | None) -> NoReturn:
-    raise Interrupted(signal.Signals(signum).name)
-
-
-@contextmanager
-def cleanup_on_signals() -> Iterator[None]:
-    """
-    Turn SIGINT, SIGTERM and SIGHUP into exceptions while active, so C{finally} blocks run.
-
-    SIGINT is handled even when the script was started with it ignored (a background job of a
-    non-interactive shell), so that C{kill -INT} always cleans up.
-    """
-    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGHUP)}
-    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def run(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> bool:
     """
     The whole benchmark inside C{workdir}; started servers are appended to C{servers}.
@@ -1143,7 +1052,7 @@ def run(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> bool:
         f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
         flush=True,
     )
-    one, five, fifteen = load_average()
+    one, five, fifteen = os.getloadavg()
     idle = idle_fraction()
     print(f"machine: load average {one:.2f} {five:.2f} {fifteen:.2f}, {idle:.0%} idle over 1 s", flush=True)
     if idle < IDLE_THRESHOLD or one > 0.5 * (os.cpu_count() or 1):
