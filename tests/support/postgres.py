@@ -34,8 +34,8 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from quayd.db.interfaces import IDatabase, Params, Row, Transaction
-from quayd.db.migrations import migrate
 from quayd.db.postgres import PostgresDatabase
+from tests.support.databases import open_database
 
 T = TypeVar("T")
 
@@ -222,15 +222,7 @@ async def open_postgres(dsn: str, *, pool_size: int = 2, migrated: bool = True) 
     """
     from twisted.internet import reactor
 
-    database = PostgresDatabase(dsn, reactor, pool_size=pool_size)
-    await database.open()
-    if migrated:
-        try:
-            await migrate(database)
-        except BaseException:
-            await database.close()
-            raise
-    return database
+    return await open_database(PostgresDatabase(dsn, reactor, pool_size=pool_size), migrated=migrated)
 
 
 async def empty_database(database: IDatabase) -> None:
