@@ -12,6 +12,7 @@ limit.
 from __future__ import annotations
 
 import io
+import weakref
 from collections.abc import Callable
 from typing import Protocol
 
@@ -40,6 +41,9 @@ STREAMABLE_METHODS = frozenset({b"POST", b"PATCH", b"PUT"})
 #: (C{FileDescriptor.bufferSize}), and everything per read (the HTTP parser, the decoder,
 #: the sink) is Python; 1 MiB reads halve the reactor's CPU time per uploaded GiB.
 UPLOAD_READ_SIZE = 1024 * 1024
+
+#: Whether each open connection uses TLS (see L{StreamingRequest.isSecure}).
+_SECURE_CHANNELS: weakref.WeakKeyDictionary[object, bool] = weakref.WeakKeyDictionary()
 
 
 class BodySink(Protocol):
@@ -93,6 +97,23 @@ class StreamingRequest(server.Request):
     def _site(self) -> QuaydSite | None:
         site = getattr(self.channel, "site", None)
         return site if isinstance(site, QuaydSite) else None
+
+    def isSecure(self) -> bool:
+        """
+        Whether the connection uses TLS, found once per connection.
+
+        Klein asks on every request, and Twisted answers by adapting the transport to
+        C{ISSLTransport} each time; a connection's transport never changes.
+        """
+        if self._forceSSL:
+            return True
+        channel = self.channel
+        if channel is None:
+            return False
+        secure = _SECURE_CHANNELS.get(channel)
+        if secure is None:
+            secure = _SECURE_CHANNELS[channel] = bool(channel.isSecure())
+        return secure
 
     def gotLength(self, length: int | None) -> None:
         """
