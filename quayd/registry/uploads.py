@@ -286,7 +286,7 @@ class UploadBodySink:
         self._producer = producer
         self._limit = limit
         self._length = length
-        self._queue: list[bytes] = []
+        self._queue: list[bytes | memoryview] = []
         self._queued = 0
         self._unsent = 0
         self._received = 0
@@ -409,8 +409,8 @@ class UploadBodySink:
 
     # The body, from the request
 
-    def write(self, data: bytes) -> None:
-        """Queue a chunk and start writing it."""
+    def write(self, data: bytes | memoryview) -> None:
+        """Queue a chunk (bytes, or a read-only view of received bytes) and start writing it."""
         if self._error is not None or self._aborted:
             return
         self._received += len(data)

@@ -19,7 +19,7 @@ import ctypes
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -124,11 +124,11 @@ class FilesystemBlobWriter:
         self._hasher = hasher
         self._writeback_from = size
 
-    def _hash(self, chunks: list[bytes]) -> None:
+    def _hash(self, chunks: Sequence[bytes | memoryview]) -> None:
         for chunk in chunks:
             self._hasher.update(chunk)
 
-    def _append(self, chunks: list[bytes]) -> int:
+    def _append(self, chunks: Sequence[bytes | memoryview]) -> int:
         written = 0
         for chunk in chunks:
             self._handle.write(chunk)
@@ -141,7 +141,7 @@ class FilesystemBlobWriter:
             self._writeback_from = end
         return written
 
-    def write(self, chunks: list[bytes]) -> Deferred[int]:
+    def write(self, chunks: Sequence[bytes | memoryview]) -> Deferred[int]:
         """
         Hash and append C{chunks} in the blocking runner, the two at once on
         two of its threads (both release the GIL for large buffers). The caller

@@ -8,6 +8,8 @@ key that C{commit} returns and the database records.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
@@ -38,8 +40,13 @@ class IBlobWriter(Interface):
     upload_id = Attribute("The upload session id (str).")
     size = Attribute("Bytes written and hashed so far (int).")
 
-    def write(chunks: list[bytes]) -> Deferred[int]:
-        """Append and hash C{chunks} off the reactor thread; fires with the bytes written."""
+    def write(chunks: Sequence[bytes | memoryview]) -> Deferred[int]:
+        """
+        Append and hash C{chunks} off the reactor thread; fires with the bytes written.
+
+        The caller waits for one write to fire before making the next, and
+        does not change the chunks until then.
+        """
 
     def sync() -> Deferred[int]:
         """Make the staged bytes durable; fires with their length."""

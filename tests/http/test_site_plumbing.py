@@ -1,12 +1,14 @@
 """
 Per-request plumbing of L{quayd.http.site.QuaydSite}: only methods that can
 carry an upload are offered to the body sink factory, a streamed body is read
-from the socket in large pieces, and access-log events are only built when
-the configured level lets them out.
+from the socket in large pieces (and, when chunked, decoded without copies,
+rejecting malformed framing with 400), and access-log events are only built
+when the configured level lets them out.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -14,14 +16,24 @@ import pytest
 import pytest_twisted
 import treq
 from klein import Klein
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IListeningPort, IPushProducer
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from quayd.http.site import STREAMABLE_METHODS, UPLOAD_READ_SIZE, BodySink, QuaydSite
+from quayd.http.site import (
+    STREAMABLE_METHODS,
+    UPLOAD_READ_SIZE,
+    BodySink,
+    QuaydSite,
+    keep_freed_receive_buffers,
+)
 
 
 @dataclass
@@ -33,7 +45,7 @@ class _RecordingSink:
     read_sizes: list[int] = field(default_factory=list)
     finished: bool = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         """Keep the chunk and the current read size."""
         self.received += data
         self.read_sizes.append(self.transport.bufferSize)  # type: ignore[attr-defined]  # a tcp.Server
@@ -189,3 +201,196 @@ async def test_site_reads_upload_bodies_in_large_pieces() -> None:
     assert bytes(sink.received) == body
     assert set(sink.read_sizes) == {UPLOAD_READ_SIZE}
     assert during < UPLOAD_READ_SIZE
+
+
+class _RawClient(Protocol):
+    """Sends raw bytes and keeps everything the server answers until it closes the connection."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.closed: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Keep the answer's bytes."""
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """The server closed the connection."""
+        self.closed.callback(None)
+
+
+async def _raw_exchange(port: IListeningPort, request: bytes) -> bytes:
+    """Send C{request} on a new connection; return what came back before the server closed it."""
+    from twisted.internet import reactor
+
+    client = _RawClient()
+    address = port.getHost()
+    assert isinstance(address, IPv4Address)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", address.port)
+    await connectProtocol(endpoint, client)
+    assert client.transport is not None
+    client.transport.write(request)
+    # A safety net against a hung test, not a timing assertion.
+    await client.closed.addTimeout(60, reactor)
+    return bytes(client.received)
+
+
+class _AbortRecordingSink(_RecordingSink):
+    """A recording sink that notes an abort instead of failing."""
+
+    aborted: Failure | None = None
+
+    def abort(self, reason: Failure) -> None:
+        """Note the abort."""
+        self.aborted = reason
+
+
+class _AbortOffers(_Offers):
+    """Streams bodies sent to C{stream_path} into L{_AbortRecordingSink}s."""
+
+    def __call__(
+        self,
+        method: bytes,
+        path: bytes,
+        headers: Headers,
+        length: int | None,
+        producer: IPushProducer,
+        client: str = "-",
+    ) -> BodySink | None:
+        """Record the method; stream or buffer the body."""
+        self.methods.append(method)
+        if path != self._stream_path:
+            return None
+        sink = _AbortRecordingSink(producer)
+        self.sinks.append(sink)
+        return sink
+
+
+def _upload_app() -> Klein:
+    """C{PUT /upload} answers C{streamed}; C{GET /next} answers C{next}."""
+    app = Klein()
+
+    @app.route("/upload", methods=["PUT"])
+    def upload(request: Request) -> bytes:
+        return b"streamed"
+
+    @app.route("/next", methods=["GET"])
+    def following(request: Request) -> bytes:
+        return b"next"
+
+    return app
+
+
+def _chunked(*chunks: bytes) -> bytes:
+    """A chunked body of C{chunks}, with chunk extensions, a last chunk and trailer fields."""
+    framed = b"".join(b"%x;name=value\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks)
+    return framed + b"0\r\nX-Trailer: one\r\nX-Other: two\r\n\r\n"
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_site_chunked_upload_streams_views_and_keeps_the_connection() -> None:
+    """
+    A chunked upload body (extensions, trailers) reaches the sink exactly, as
+    views of the received bytes (no decoder copies), and the request pipelined
+    after it on the same connection is answered too.
+    """
+    offers = _Offers(stream_path=b"/upload")
+    port, _ = await _serve(QuaydSite(_upload_app().resource(), body_sink_factory=offers))
+    chunks = [bytes(range(256)) * 40, b"x", os.urandom(3 * 1024 * 1024 + 17), b"tail"]
+    try:
+        answer = await _raw_exchange(
+            port,
+            b"PUT /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + _chunked(*chunks)
+            + b"GET /next HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+        )
+    finally:
+        await _stop(port)
+    [sink] = offers.sinks
+    assert sink.finished
+    assert bytes(sink.received) == b"".join(chunks)
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert answer.index(b"streamed") < answer.index(b"next")
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_site_chunked_upload_uses_the_copy_free_decoder() -> None:
+    """Streamed chunked bodies are decoded by ChunkedBodyDecoder, which hands on memoryviews."""
+    seen: set[type] = set()
+
+    class _TypeSink(_RecordingSink):
+        """Notes the type of every chunk."""
+
+        def write(self, data: bytes | memoryview) -> None:
+            """Note the chunk's type, then keep it."""
+            seen.add(type(data))
+            super().write(data)
+
+    class _TypeOffers(_Offers):
+        """Streams every body into a L{_TypeSink}."""
+
+        def __call__(
+            self,
+            method: bytes,
+            path: bytes,
+            headers: Headers,
+            length: int | None,
+            producer: IPushProducer,
+            client: str = "-",
+        ) -> BodySink | None:
+            """Stream the body."""
+            sink = _TypeSink(producer)
+            self.sinks.append(sink)
+            return sink
+
+    offers = _TypeOffers()
+    port, _ = await _serve(QuaydSite(_upload_app().resource(), body_sink_factory=offers))
+    try:
+        answer = await _raw_exchange(
+            port,
+            b"PUT /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            + _chunked(b"abc", b"defg"),
+        )
+    finally:
+        await _stop(port)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert seen == {memoryview}
+    assert bytes(offers.sinks[0].received) == b"abcdefg"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"zz\r\nabc\r\n0\r\n\r\n", id="size-not-hex"),
+        pytest.param(b"+3\r\nabc\r\n0\r\n\r\n", id="size-with-sign"),
+        pytest.param(b"3\r\nabcX\r\n0\r\n\r\n", id="data-longer-than-size"),
+        pytest.param(b"3;a\\b\r\nabc\r\n0\r\n\r\n", id="bad-extension-character"),
+        pytest.param(b"3" + b";" * 1100 + b"\r\nabc\r\n0\r\n\r\n", id="size-line-too-long"),
+        pytest.param(b"3\r\nabc\r\n0\r\nX: " + b"y" * 70000 + b"\r\n\r\n", id="trailers-too-long"),
+    ],
+)
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_site_malformed_chunked_upload_answers_400(body: bytes) -> None:
+    """Malformed chunked framing of a streamed body answers 400, closes the connection and aborts the sink."""
+    offers = _AbortOffers(stream_path=b"/upload")
+    port, _ = await _serve(QuaydSite(_upload_app().resource(), body_sink_factory=offers))
+    try:
+        answer = await _raw_exchange(
+            port,
+            b"PUT /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + body
+            + b"GET /next HTTP/1.1\r\nHost: test\r\n\r\n",
+        )
+    finally:
+        await _stop(port)
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"next" not in answer
+    [sink] = offers.sinks
+    assert isinstance(sink, _AbortRecordingSink)
+    assert not sink.finished
+    assert sink.aborted is not None
+
+
+def test_keep_freed_receive_buffers_accepted_by_glibc() -> None:
+    """On glibc (the platform quayd runs on) both allocator settings are accepted."""
+    assert keep_freed_receive_buffers()

@@ -801,3 +801,39 @@ async def test_upload_sink_declared_length_over_chunk_limit(uploads: Uploads) ->
     sink = UploadBodySink(service, RecordingProducer(), prepared, None, 5)
     sink.finish()
     failure_result_of(sink.result, TooLarge)
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_upload_sink_accepts_views(uploads: Uploads) -> None:
+    """Chunks may be memoryviews of received bytes (the chunked decoder's); they are staged exactly."""
+    service = uploads.service
+    record = await service.start(REPO)
+    upload = await service.take(REPO, record.id)
+    sink, _ = _sink(service, upload)
+    received = b"5\r\nhello\r\n"
+    sink.write(memoryview(received)[3:8])
+    sink.write(b" ")
+    sink.write(memoryview(b"world"))
+    sink.finish()
+    assert success_result_of(sink.result).writer.size == 11
+    await service.checkpoint(upload)
+    service.release(record.id)
+    assert uploads.staged(record.id) == b"hello world"
+    assert upload.writer.digest() == Digest.sha256_of(b"hello world")
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_upload_sink_hands_over_one_batch_at_a_time(uploads: Uploads) -> None:
+    """While a batch is being written, further chunks wait in the sink and go over as the next batch."""
+    sink, _, upload = await _held_sink(uploads)
+    sink.write(b"a" * MIN_BATCH)
+    sink.write(b"b" * MIN_BATCH)
+    sink.write(b"c")
+    assert uploads.runner.pending == 2  # hash and append of the first batch only
+    uploads.runner.step()
+    assert uploads.runner.pending == 2  # then the second batch, both chunks at once
+    sink.finish()
+    while uploads.runner.pending:
+        uploads.runner.step()
+    assert success_result_of(sink.result).writer.size == 2 * MIN_BATCH + 1
+    assert upload.writer.digest() == Digest.sha256_of(b"a" * MIN_BATCH + b"b" * MIN_BATCH + b"c")
