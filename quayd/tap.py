@@ -68,8 +68,10 @@ def makeService(options: Options) -> IService:
     """Build the service tree for the loaded configuration."""
     from twisted.internet import reactor
 
+    from quayd.http.site import keep_freed_receive_buffers
     from quayd.service import build_service
 
+    keep_freed_receive_buffers()
     service = build_service(options.config, reactor)
     _handle_sighup(reactor, service.reload)
     service.ready.addCallback(lambda _: tune_garbage_collector())

@@ -45,7 +45,10 @@ def test_tune_collects_freezes_and_sets_thresholds(monkeypatch: pytest.MonkeyPat
 
 
 def test_make_service_tunes_once_ready(monkeypatch: pytest.MonkeyPatch) -> None:
-    """L{tap.makeService} tunes the collector when the service is ready, not before."""
+    """
+    L{tap.makeService} tunes the allocator (L{keep_freed_receive_buffers}) at once, and
+    the collector when the service is ready, not before.
+    """
     recorder = _RecordingGC()
     monkeypatch.setattr(tap, "gc", recorder)
 
@@ -59,10 +62,18 @@ def test_make_service_tunes_once_ready(monkeypatch: pytest.MonkeyPatch) -> None:
     service = _Service()
     monkeypatch.setattr("quayd.service.build_service", lambda config, reactor: service)
     monkeypatch.setattr(tap, "_handle_sighup", lambda reactor, reload: None)
+    allocator: list[str] = []
+
+    def tune_allocator() -> bool:
+        allocator.append("tuned")
+        return True
+
+    monkeypatch.setattr("quayd.http.site.keep_freed_receive_buffers", tune_allocator)
     options = tap.Options()  # type: ignore[no-untyped-call]  # usage.Options is unannotated
     options.config = object()  # type: ignore[assignment]  # build_service is replaced
     made: object = tap.makeService(options)
     assert made is service
+    assert allocator == ["tuned"]  # the allocator at once, before any upload
     assert recorder.calls == []
     service.ready.callback(None)
     assert [name for name, _ in recorder.calls] == ["collect", "freeze", "set_threshold"]
