@@ -382,8 +382,11 @@ class StreamingRequest(server.Request):
         decoder = getattr(channel, "_transferDecoder", None)
         if not isinstance(decoder, _ChunkedTransferDecoder) or type(decoder) is not _ChunkedTransferDecoder:
             return
-        if decoder.state == "CHUNK_LENGTH" and not decoder._buffer:
-            channel._transferDecoder = ChunkedBodyDecoder(sink.write, decoder.finishCallback)
+        # Read defensively: these are Twisted's private attributes; another shape keeps its decoder.
+        fresh = getattr(decoder, "state", None) == "CHUNK_LENGTH" and getattr(decoder, "_buffer", None) == b""
+        finish = getattr(decoder, "finishCallback", None)
+        if fresh and callable(finish):
+            channel._transferDecoder = ChunkedBodyDecoder(sink.write, finish)
 
     def _restore_reads(self) -> None:
         saved, self._saved_read_size = self._saved_read_size, None
