@@ -11,46 +11,11 @@ import os
 
 import pytest
 import pytest_twisted
-from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.python.failure import Failure
 
 from tests.http.conftest import Registry, wait_until
+from tests.support.http import raw_exchange
 
 REPO = "library/app"
-
-
-class _RawClient(Protocol):
-    """Sends raw bytes and keeps everything the server answers until it closes the connection."""
-
-    def __init__(self) -> None:
-        self.received = bytearray()
-        self.closed: Deferred[None] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        """Keep the answer's bytes."""
-        self.received += data
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """The server closed the connection."""
-        self.closed.callback(None)
-
-
-async def _raw_exchange(registry: Registry, request: bytes) -> bytes:
-    """Send C{request} on a new connection; return what came back before the server closed it."""
-    from twisted.internet import reactor
-
-    client = _RawClient()
-    address = registry.port.getHost()
-    assert isinstance(address, IPv4Address)
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", address.port), client)
-    assert client.transport is not None
-    client.transport.write(request)
-    # A safety net against a hung test, not a timing assertion.
-    await client.closed.addTimeout(60, reactor)
-    return bytes(client.received)
 
 
 async def _start(registry: Registry) -> str:
@@ -82,7 +47,7 @@ async def test_chunked_patch_with_extensions_and_trailers_is_staged_exactly(regi
     location = await _start(registry)
     chunks = [os.urandom(70_000), b"!", os.urandom(1_500_000)]
     data = b"".join(chunks)
-    answer = await _raw_exchange(registry, _patch(location, _framed(*chunks)))
+    answer = await raw_exchange(registry.port, _patch(location, _framed(*chunks)))
     assert answer.startswith(b"HTTP/1.1 202 Accepted\r\n"), answer[:200]
     assert f"Range: 0-{len(data) - 1}\r\n".encode() in answer
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -108,7 +73,9 @@ async def test_malformed_chunked_patch_leaves_nothing_partial(registry: Registry
     """
     location = await _start(registry)
     first = os.urandom(300_000)
-    answer = await _raw_exchange(registry, _patch(location, b"%x\r\n%s\r\n" % (len(first), first) + bad_end))
+    answer = await raw_exchange(
+        registry.port, _patch(location, b"%x\r\n%s\r\n" % (len(first), first) + bad_end)
+    )
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:200]
 
     status = await registry.client.request("GET", location)
@@ -119,7 +86,7 @@ async def test_malformed_chunked_patch_leaves_nothing_partial(registry: Registry
     await wait_until(lambda: upload_id not in registry.uploads._busy)
 
     data = os.urandom(50_000)
-    answer = await _raw_exchange(registry, _patch(location, _framed(data)))
+    answer = await raw_exchange(registry.port, _patch(location, _framed(data)))
     assert answer.startswith(b"HTTP/1.1 202 Accepted\r\n"), answer[:200]
     assert registry.staged_size(upload_id) == len(data)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()

@@ -16,11 +16,7 @@ import pytest
 import pytest_twisted
 import treq
 from klein import Klein
-from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IListeningPort, IPushProducer
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -34,6 +30,7 @@ from quayd.http.site import (
     QuaydSite,
     keep_freed_receive_buffers,
 )
+from tests.support.http import raw_exchange
 
 
 @dataclass
@@ -62,13 +59,17 @@ class _RecordingSink:
 class _Offers:
     """
     A body sink factory that records what it was offered; it streams the
-    bodies sent to C{stream_path} into L{_RecordingSink}s, and buffers the rest.
+    bodies sent to C{stream_path} into sinks of C{sink_type} (L{_RecordingSink}s
+    by default), and buffers the rest.
     """
 
-    def __init__(self, stream_path: bytes | None = None) -> None:
+    def __init__(
+        self, stream_path: bytes | None = None, sink_type: type[_RecordingSink] = _RecordingSink
+    ) -> None:
         self.methods: list[bytes] = []
         self.sinks: list[_RecordingSink] = []
         self._stream_path = stream_path
+        self._sink_type = sink_type
 
     def __call__(
         self,
@@ -83,7 +84,7 @@ class _Offers:
         self.methods.append(method)
         if path != self._stream_path:
             return None
-        sink = _RecordingSink(producer)
+        sink = self._sink_type(producer)
         self.sinks.append(sink)
         return sink
 
@@ -203,38 +204,6 @@ async def test_site_reads_upload_bodies_in_large_pieces() -> None:
     assert during < UPLOAD_READ_SIZE
 
 
-class _RawClient(Protocol):
-    """Sends raw bytes and keeps everything the server answers until it closes the connection."""
-
-    def __init__(self) -> None:
-        self.received = bytearray()
-        self.closed: Deferred[None] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        """Keep the answer's bytes."""
-        self.received += data
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """The server closed the connection."""
-        self.closed.callback(None)
-
-
-async def _raw_exchange(port: IListeningPort, request: bytes) -> bytes:
-    """Send C{request} on a new connection; return what came back before the server closed it."""
-    from twisted.internet import reactor
-
-    client = _RawClient()
-    address = port.getHost()
-    assert isinstance(address, IPv4Address)
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", address.port)
-    await connectProtocol(endpoint, client)
-    assert client.transport is not None
-    client.transport.write(request)
-    # A safety net against a hung test, not a timing assertion.
-    await client.closed.addTimeout(60, reactor)
-    return bytes(client.received)
-
-
 class _AbortRecordingSink(_RecordingSink):
     """A recording sink that notes an abort instead of failing."""
 
@@ -243,27 +212,6 @@ class _AbortRecordingSink(_RecordingSink):
     def abort(self, reason: Failure) -> None:
         """Note the abort."""
         self.aborted = reason
-
-
-class _AbortOffers(_Offers):
-    """Streams bodies sent to C{stream_path} into L{_AbortRecordingSink}s."""
-
-    def __call__(
-        self,
-        method: bytes,
-        path: bytes,
-        headers: Headers,
-        length: int | None,
-        producer: IPushProducer,
-        client: str = "-",
-    ) -> BodySink | None:
-        """Record the method; stream or buffer the body."""
-        self.methods.append(method)
-        if path != self._stream_path:
-            return None
-        sink = _AbortRecordingSink(producer)
-        self.sinks.append(sink)
-        return sink
 
 
 def _upload_app() -> Klein:
@@ -287,6 +235,20 @@ def _chunked(*chunks: bytes) -> bytes:
     return framed + b"0\r\nX-Trailer: one\r\nX-Other: two\r\n\r\n"
 
 
+async def _chunked_put(offers: _Offers, rest: bytes, close: bool = False) -> bytes:
+    """
+    Serve L{_upload_app} with C{offers}, send C{PUT /upload} with a chunked body
+    followed by C{rest} (the framed body and anything after it) on one raw
+    connection, and return everything the server answered before it closed.
+    """
+    port, _ = await _serve(QuaydSite(_upload_app().resource(), body_sink_factory=offers))
+    head = b"PUT /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n"
+    try:
+        return await raw_exchange(port, head + (b"Connection: close\r\n" if close else b"") + b"\r\n" + rest)
+    finally:
+        await _stop(port)
+
+
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_site_chunked_upload_streams_views_and_keeps_the_connection() -> None:
     """
@@ -295,17 +257,10 @@ async def test_site_chunked_upload_streams_views_and_keeps_the_connection() -> N
     after it on the same connection is answered too.
     """
     offers = _Offers(stream_path=b"/upload")
-    port, _ = await _serve(QuaydSite(_upload_app().resource(), body_sink_factory=offers))
     chunks = [bytes(range(256)) * 40, b"x", os.urandom(3 * 1024 * 1024 + 17), b"tail"]
-    try:
-        answer = await _raw_exchange(
-            port,
-            b"PUT /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
-            + _chunked(*chunks)
-            + b"GET /next HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
-        )
-    finally:
-        await _stop(port)
+    answer = await _chunked_put(
+        offers, _chunked(*chunks) + b"GET /next HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
     [sink] = offers.sinks
     assert sink.finished
     assert bytes(sink.received) == b"".join(chunks)
@@ -326,33 +281,8 @@ async def test_site_chunked_upload_uses_the_copy_free_decoder() -> None:
             seen.add(type(data))
             super().write(data)
 
-    class _TypeOffers(_Offers):
-        """Streams every body into a L{_TypeSink}."""
-
-        def __call__(
-            self,
-            method: bytes,
-            path: bytes,
-            headers: Headers,
-            length: int | None,
-            producer: IPushProducer,
-            client: str = "-",
-        ) -> BodySink | None:
-            """Stream the body."""
-            sink = _TypeSink(producer)
-            self.sinks.append(sink)
-            return sink
-
-    offers = _TypeOffers()
-    port, _ = await _serve(QuaydSite(_upload_app().resource(), body_sink_factory=offers))
-    try:
-        answer = await _raw_exchange(
-            port,
-            b"PUT /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-            + _chunked(b"abc", b"defg"),
-        )
-    finally:
-        await _stop(port)
+    offers = _Offers(stream_path=b"/upload", sink_type=_TypeSink)
+    answer = await _chunked_put(offers, _chunked(b"abc", b"defg"), close=True)
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
     assert seen == {memoryview}
     assert bytes(offers.sinks[0].received) == b"abcdefg"
@@ -372,17 +302,8 @@ async def test_site_chunked_upload_uses_the_copy_free_decoder() -> None:
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_site_malformed_chunked_upload_answers_400(body: bytes) -> None:
     """Malformed chunked framing of a streamed body answers 400, closes the connection and aborts the sink."""
-    offers = _AbortOffers(stream_path=b"/upload")
-    port, _ = await _serve(QuaydSite(_upload_app().resource(), body_sink_factory=offers))
-    try:
-        answer = await _raw_exchange(
-            port,
-            b"PUT /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
-            + body
-            + b"GET /next HTTP/1.1\r\nHost: test\r\n\r\n",
-        )
-    finally:
-        await _stop(port)
+    offers = _Offers(stream_path=b"/upload", sink_type=_AbortRecordingSink)
+    answer = await _chunked_put(offers, body + b"GET /next HTTP/1.1\r\nHost: test\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert b"next" not in answer
     [sink] = offers.sinks

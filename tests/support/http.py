@@ -13,9 +13,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from treq.client import HTTPClient
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IConsumer, IListeningPort, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
@@ -210,3 +214,37 @@ class StreamingBody:
         self._stopped = True
         self.resumeProducing()
         self.release()
+
+
+class _RawClient(Protocol):
+    """Sends raw bytes and keeps everything the server answers until it closes the connection."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.closed: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Keep the answer's bytes."""
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """The server closed the connection."""
+        self.closed.callback(None)
+
+
+async def raw_exchange(port: IListeningPort, request: bytes) -> bytes:
+    """
+    Send C{request} as raw bytes on a new connection to the loopback C{port}; return
+    everything that came back before the server closed the connection.
+    """
+    from twisted.internet import reactor
+
+    client = _RawClient()
+    address = port.getHost()
+    assert isinstance(address, IPv4Address)
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", address.port), client)
+    assert client.transport is not None
+    client.transport.write(request)
+    # A safety net against a hung test, not a timing assertion.
+    await client.closed.addTimeout(60, reactor)
+    return bytes(client.received)

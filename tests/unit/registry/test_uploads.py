@@ -174,7 +174,7 @@ async def _held_sink(uploads: Uploads) -> tuple[UploadBodySink, RecordingProduce
     return sink, producer, upload
 
 
-async def _stream(service: UploadService, upload_id: str, *chunks: bytes) -> OpenUpload:
+async def _stream(service: UploadService, upload_id: str, *chunks: bytes | memoryview) -> OpenUpload:
     """Take a session, stream C{chunks} into it, record them, and release it."""
     upload = await service.take(REPO, upload_id)
     sink, _ = _sink(service, upload)
@@ -806,18 +806,10 @@ async def test_upload_sink_declared_length_over_chunk_limit(uploads: Uploads) ->
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
 async def test_upload_sink_accepts_views(uploads: Uploads) -> None:
     """Chunks may be memoryviews of received bytes (the chunked decoder's); they are staged exactly."""
-    service = uploads.service
-    record = await service.start(REPO)
-    upload = await service.take(REPO, record.id)
-    sink, _ = _sink(service, upload)
+    record = await uploads.service.start(REPO)
     received = b"5\r\nhello\r\n"
-    sink.write(memoryview(received)[3:8])
-    sink.write(b" ")
-    sink.write(memoryview(b"world"))
-    sink.finish()
-    assert success_result_of(sink.result).writer.size == 11
-    await service.checkpoint(upload)
-    service.release(record.id)
+    upload = await _stream(uploads.service, record.id, memoryview(received)[3:8], b" ", memoryview(b"world"))
+    assert upload.writer.size == 11
     assert uploads.staged(record.id) == b"hello world"
     assert upload.writer.digest() == Digest.sha256_of(b"hello world")
 
