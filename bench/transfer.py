@@ -52,8 +52,6 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlencode, urlsplit
 
-from quayd.storage.filesystem import sync_file_range_writeback
-
 if __package__ in (None, ""):  # run as a file: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import (
@@ -70,6 +68,7 @@ from bench.harness import (
     verdict,
     wait_for_idle,
 )
+from quayd.storage.filesystem import sync_file_range_writeback
 
 MIB = 1 << 20
 GIB = 1 << 30

@@ -14,6 +14,7 @@ import base64
 import binascii
 import enum
 from dataclasses import dataclass
+from functools import cache
 from typing import Protocol
 
 import bcrypt
@@ -55,13 +56,12 @@ _ROLE_ACTIONS = {
 #: Token scope action names for each action (admin is never put in a token).
 SCOPE_ACTIONS = {Action.PULL: "pull", Action.PUSH: "push", Action.DELETE: "delete"}
 _ALL_SCOPE_NAMES = frozenset(SCOPE_ACTIONS.values())
-#: The scope action names of every set of actions, computed once.
-_SCOPE_NAMES: dict[frozenset[Action], frozenset[str]] = {
-    frozenset(a for i, a in enumerate(Action) if mask >> i & 1): frozenset(
-        SCOPE_ACTIONS[a] for i, a in enumerate(Action) if mask >> i & 1 and a in SCOPE_ACTIONS
-    )
-    for mask in range(1 << len(Action))
-}
+
+
+@cache
+def _scope_names(actions: frozenset[Action]) -> frozenset[str]:
+    """The token scope action names of C{actions} (remembered: there are only a few sets)."""
+    return frozenset(SCOPE_ACTIONS[a] for a in actions if a in SCOPE_ACTIONS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -423,16 +423,13 @@ class AccessControl:
             granted = verified.actions_on("repository", str(repository))
             if "*" in granted:
                 granted = _ALL_SCOPE_NAMES
-            if Action.ADMIN in actions or not _SCOPE_NAMES[actions] <= granted:
+            if Action.ADMIN in actions or not _scope_names(actions) <= granted:
                 raise self._unauthorized(
                     "token does not grant the requested access",
                     _scope(repository, actions, mount_from),
                     "insufficient_scope",
                 )
-            principal = self._subject_principal(verified.subject)
-            if principal.kind == "token":
-                return await self._repository_token_principal(principal)
-            return principal
+            return await self._token_principal(verified.subject)
         principal = await self.authenticate(headers, client)
         allowed = await self.policy.allowed_actions(principal, repository)
         if actions <= allowed:
@@ -516,7 +513,7 @@ class AccessControl:
 
 def _scope(repository: RepositoryName, actions: frozenset[Action], mount_from: RepositoryName | None) -> str:
     """The scope a challenge for C{actions} on C{repository} (and a mount's source) names."""
-    scope = f"repository:{repository}:{','.join(sorted(_SCOPE_NAMES[actions]))}"
+    scope = f"repository:{repository}:{','.join(sorted(_scope_names(actions)))}"
     if mount_from is not None and mount_from != repository:
         # Space-separated scopes, as Distribution writes a challenge for several.
         scope += f" repository:{mount_from}:pull"

@@ -85,6 +85,8 @@ def _manifest(row: Row) -> ManifestRecord:
 
 
 _MANIFEST_COLUMNS = "digest, media_type, content, size, artifact_type, subject"
+#: The same columns of the table aliased C{m}.
+_M_MANIFEST_COLUMNS = ", ".join(f"m.{column}" for column in _MANIFEST_COLUMNS.split(", "))
 _UPLOAD_COLUMNS = "id, repository, committed_size, created_at, updated_at"
 
 K = TypeVar("K", bound=Hashable)
@@ -186,14 +188,15 @@ def _manifest_lookup_sql(keys: Sequence[_ManifestKey]) -> tuple[str, list[object
             args.append(repository)
             args.extend(references)
         where = " OR ".join(conditions)
-        columns = "m.digest, m.media_type, m.content, m.size, m.artifact_type, m.subject"
         if kind:
             parts.append(
-                f"SELECT 1, t.repository, t.name, {columns} FROM tag t JOIN manifest m "
+                f"SELECT 1, t.repository, t.name, {_M_MANIFEST_COLUMNS} FROM tag t JOIN manifest m "
                 f"ON m.repository = t.repository AND m.digest = t.manifest_digest WHERE {where}"
             )
         else:
-            parts.append(f"SELECT 0, m.repository, m.digest, {columns} FROM manifest m WHERE {where}")
+            parts.append(
+                f"SELECT 0, m.repository, m.digest, {_M_MANIFEST_COLUMNS} FROM manifest m WHERE {where}"
+            )
     return " UNION ALL ".join(parts), args
 
 

@@ -380,7 +380,7 @@ class StreamingRequest(server.Request):
         """
         channel = self.channel
         decoder = getattr(channel, "_transferDecoder", None)
-        if not isinstance(decoder, _ChunkedTransferDecoder) or type(decoder) is not _ChunkedTransferDecoder:
+        if type(decoder) is not _ChunkedTransferDecoder:
             return
         # Read defensively: these are Twisted's private attributes; another shape keeps its decoder.
         fresh = getattr(decoder, "state", None) == "CHUNK_LENGTH" and getattr(decoder, "_buffer", None) == b""
