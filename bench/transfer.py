@@ -865,6 +865,9 @@ class Transfers:
         """
         Ready one transfer of the named variant; uploads get a fresh blob first.
 
+        Before an upload, the file of the blob uploaded last is deleted from quayd's store, at
+        this moment and not right after that upload: see L{discard_last_upload}.
+
         @return: The transfer itself, to be timed.
         """
         self._auth.refresh()
@@ -872,6 +875,7 @@ class Transfers:
             return self.download_quayd
         if variant == DOWNLOAD_NGINX:
             return self.download_nginx
+        self.discard_last_upload()
         digest = f"sha256:{self._source.fresh()}"
         upload = self.upload_chunked if variant == UPLOAD_CHUNKED else self.upload_monolithic
         self._last_upload = digest
@@ -880,6 +884,14 @@ class Transfers:
     def discard_last_upload(self) -> None:
         """
         Delete the file of the blob uploaded last, outside the timed part, to bound disk use.
+
+        L{prepare} calls this just before the next upload, so that every upload finds the
+        memory of the one before it freed a moment ago. On a virtual machine whose balloon
+        device reports free pages to the host, memory left free for about two seconds goes
+        back to the host, and the next process to write into it pays the host's page faults:
+        an upload started after a pause spent 2.3-3.4 instead of 1.0 s/GiB in the kernel. The
+        rounds put pauses in different places for different variants (a download, the idle
+        wait), which made one upload variant look slower than the other.
 
         This reaches into quayd's filesystem store (C{sha256/<2 hex>/<hex>}); if the layout
         differs, the blob is simply kept.
@@ -1099,7 +1111,6 @@ def run(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> bool:
     transfers.seed()
     for variant in VARIANTS:
         transfers.prepare(variant)()
-        transfers.discard_last_upload()
     transfers.verify_quayd_download()
     results.quayd_other_peaks_mib.append(quayd.monitor.memory_kib("VmHWM") / 1024)
 
@@ -1115,7 +1126,6 @@ def run(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> bool:
             samples[variant] = measure(
                 server.monitor, size, transfer, upload=variant in (UPLOAD_CHUNKED, UPLOAD_MONOLITHIC)
             )
-            transfers.discard_last_upload()
         if quayd.process.poll() is not None:
             raise BenchError(f"quayd exited with status {quayd.process.returncode}:\n{quayd.log_tail()}")
         line = "; ".join(f"{v} {samples[v].mib_s:.0f}" for v in order)
