@@ -6,6 +6,7 @@ This is the only module that imports the global reactor.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import signal
@@ -68,7 +69,6 @@ def makeService(options: Options) -> IService:
     """Build the service tree for the loaded configuration."""
     from twisted.internet import reactor
 
-    from quayd.http.site import keep_freed_receive_buffers
     from quayd.service import build_service
 
     keep_freed_receive_buffers()
@@ -100,6 +100,44 @@ def tune_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+# mallopt(3) parameters of <malloc.h> and the values keep_freed_receive_buffers() sets:
+# blocks below 8 MiB come from the heap, and up to 32 MiB of free heap is kept.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_MALLOC_MMAP_THRESHOLD = 8 * 1024 * 1024
+_MALLOC_TRIM_THRESHOLD = 32 * 1024 * 1024
+
+
+def keep_freed_receive_buffers() -> bool:
+    """
+    Tell glibc's allocator to keep freed memory for reuse instead of returning it at once.
+
+    While an upload streams, every socket read allocates an
+    L{quayd.http.site.UPLOAD_READ_SIZE} buffer, freed once the writer has hashed and
+    appended it. With glibc's defaults the heap is trimmed whenever the
+    pipeline drains (C{M_TRIM_THRESHOLD} follows the largest freed block, so
+    about 2 MiB here), and the next reads page-fault fresh zeroed memory:
+    on the development VM that cost the reactor thread about 0.45 s of CPU
+    per uploaded GiB, nearly as much as everything else it does. Raising
+    the mmap and trim thresholds keeps those pages in the heap; the process
+    then holds on to at most L{_MALLOC_TRIM_THRESHOLD} bytes of free heap.
+
+    Process-wide, idempotent, and a no-op where C{mallopt} is missing (not glibc). Only
+    C{twistd quayd} calls it (L{makeService}), like its collector tuning.
+
+    @return: Whether the allocator accepted both settings.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    mmap_set = mallopt(_M_MMAP_THRESHOLD, _MALLOC_MMAP_THRESHOLD)
+    trim_set = mallopt(_M_TRIM_THRESHOLD, _MALLOC_TRIM_THRESHOLD)
+    return bool(mmap_set and trim_set)
 
 
 def _handle_sighup(reactor: Any, reload: Callable[[], object]) -> None:

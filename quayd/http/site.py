@@ -11,7 +11,6 @@ limit.
 
 from __future__ import annotations
 
-import ctypes
 import io
 import tempfile
 import weakref
@@ -50,12 +49,6 @@ STREAMABLE_METHODS = frozenset({b"POST", b"PATCH", b"PUT"})
 #: (C{FileDescriptor.bufferSize}), and everything per read (the HTTP parser, the decoder,
 #: the sink) is Python; 1 MiB reads halve the reactor's CPU time per uploaded GiB.
 UPLOAD_READ_SIZE = 1024 * 1024
-# mallopt(3) parameters of <malloc.h> and the values keep_freed_receive_buffers() sets:
-# blocks below 8 MiB come from the heap, and up to 32 MiB of free heap is kept.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-_MALLOC_MMAP_THRESHOLD = 8 * 1024 * 1024
-_MALLOC_TRIM_THRESHOLD = 32 * 1024 * 1024
 
 #: Buffered request bodies shorter than this are kept in memory, longer ones in a temporary file.
 _IN_MEMORY_BODY = 100_000
@@ -226,23 +219,17 @@ class ChunkedBodyDecoder:
         """
         partial = self._partial
         window = max(room, 0) + 2
-        if partial:
-            if partial[-1] == 13 and data[position] == 10:
-                line = bytes(partial[:-1])
-                partial.clear()
-                return line, position + 1
-            eol = data.find(b"\r\n", position, position + window - len(partial))
-            if eol < 0:
-                partial += data[position : position + window]
-                return None, len(data)
-            line = bytes(partial) + data[position:eol]
+        if partial and partial[-1] == 13 and data[position] == 10:
+            line = bytes(partial[:-1])
             partial.clear()
-            return line, eol + 2
-        eol = data.find(b"\r\n", position, position + window)
+            return line, position + 1
+        eol = data.find(b"\r\n", position, position + window - len(partial))
         if eol < 0:
             partial += data[position : position + window]
             return None, len(data)
-        return data[position:eol], eol + 2
+        line = bytes(partial) + data[position:eol] if partial else data[position:eol]
+        partial.clear()
+        return line, eol + 2
 
     def _chunk_size(self, line: bytes) -> None:
         """Parse a chunk-size line (size, then optional extensions) and move to the chunk's data."""
@@ -261,36 +248,6 @@ class ChunkedBodyDecoder:
         else:
             self._state = _DATA
             self._remaining = length
-
-
-def keep_freed_receive_buffers() -> bool:
-    """
-    Tell glibc's allocator to keep freed memory for reuse instead of returning it at once.
-
-    While an upload streams, every socket read allocates an
-    L{UPLOAD_READ_SIZE} buffer, freed once the writer has hashed and
-    appended it. With glibc's defaults the heap is trimmed whenever the
-    pipeline drains (C{M_TRIM_THRESHOLD} follows the largest freed block, so
-    about 2 MiB here), and the next reads page-fault fresh zeroed memory:
-    on the development VM that cost the reactor thread about 0.45 s of CPU
-    per uploaded GiB, nearly as much as everything else it does. Raising
-    the mmap and trim thresholds keeps those pages in the heap; the process
-    then holds on to at most L{_MALLOC_TRIM_THRESHOLD} bytes of free heap.
-
-    Process-wide, idempotent, and a no-op where C{mallopt} is missing (not glibc). Only
-    C{twistd quayd} calls it (L{quayd.tap.makeService}), like its collector tuning.
-
-    @return: Whether the allocator accepted both settings.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    mmap_set = mallopt(_M_MMAP_THRESHOLD, _MALLOC_MMAP_THRESHOLD)
-    trim_set = mallopt(_M_TRIM_THRESHOLD, _MALLOC_TRIM_THRESHOLD)
-    return bool(mmap_set and trim_set)
 
 
 class StreamingRequest(server.Request):

@@ -28,7 +28,6 @@ from quayd.http.site import (
     UPLOAD_READ_SIZE,
     BodySink,
     QuaydSite,
-    keep_freed_receive_buffers,
 )
 from tests.support.http import raw_exchange
 
@@ -310,8 +309,3 @@ async def test_site_malformed_chunked_upload_answers_400(body: bytes) -> None:
     assert isinstance(sink, _AbortRecordingSink)
     assert not sink.finished
     assert sink.aborted is not None
-
-
-def test_keep_freed_receive_buffers_accepted_by_glibc() -> None:
-    """On glibc (the platform quayd runs on) both allocator settings are accepted."""
-    assert keep_freed_receive_buffers()

@@ -68,7 +68,7 @@ def test_make_service_tunes_once_ready(monkeypatch: pytest.MonkeyPatch) -> None:
         allocator.append("tuned")
         return True
 
-    monkeypatch.setattr("quayd.http.site.keep_freed_receive_buffers", tune_allocator)
+    monkeypatch.setattr(tap, "keep_freed_receive_buffers", tune_allocator)
     options = tap.Options()  # type: ignore[no-untyped-call]  # usage.Options is unannotated
     options.config = object()  # type: ignore[assignment]  # build_service is replaced
     made: object = tap.makeService(options)
@@ -77,3 +77,8 @@ def test_make_service_tunes_once_ready(monkeypatch: pytest.MonkeyPatch) -> None:
     assert recorder.calls == []
     service.ready.callback(None)
     assert [name for name, _ in recorder.calls] == ["collect", "freeze", "set_threshold"]
+
+
+def test_keep_freed_receive_buffers_accepted_by_glibc() -> None:
+    """On glibc (the platform quayd runs on) both allocator settings are accepted."""
+    assert tap.keep_freed_receive_buffers()
