@@ -11,7 +11,9 @@ round by round (all with curl as the client, so the client is a C program in eve
     - upload, monolithic PUT: C{POST} a session, then C{PUT ?digest=} carrying the file
       with a C{Content-Length};
     - download from quayd: C{GET /v2/<name>/blobs/<digest>};
-    - download from nginx: the same bytes as a static file, C{sendfile on}.
+    - download from nginx: the same bytes as a static file, C{sendfile on};
+    - when CNCF Distribution's C{registry} binary is installed (Debian: C{docker-registry}),
+      the two uploads and the download against it too, for comparison.
 
 Every upload is a new blob (the upload file's last bytes change before each one). When quayd
 enforces authentication, the script creates a user with C{quayd-admin} and sends bearer tokens.
@@ -21,7 +23,8 @@ part and the part spent on quayd's reactor thread), curl's CPU time per GiB, for
 time left after the body was written (fsync and commit), the server's resident memory
 (C{VmRSS} sampled during the transfer and C{VmHWM}, reset before each transfer) and how busy
 the rest of the machine was meanwhile. Medians are printed with PASS/FAIL against the targets:
-uploads at least 0.4x raw sha256, downloads at least 0.9x nginx, quayd peak RSS below 150 MiB.
+uploads at least 0.4x raw sha256, downloads at least 0.9x nginx, quayd peak RSS below 150 MiB;
+then quayd's figures as multiples of Distribution's.
 
 Every process the script starts is stopped, and the temporary directory removed, on exit,
 on Ctrl-C, SIGTERM, SIGHUP and errors. See C{bench/README.md}.
@@ -91,7 +94,30 @@ UPLOAD_CHUNKED = "upload, chunked PATCH"
 UPLOAD_MONOLITHIC = "upload, monolithic PUT"
 DOWNLOAD_QUAYD = "download, quayd"
 DOWNLOAD_NGINX = "download, nginx"
+DISTRIBUTION_CHUNKED = "Distribution, PATCH"
+DISTRIBUTION_MONOLITHIC = "Distribution, PUT"
+DISTRIBUTION_DOWNLOAD = "Distribution, download"
 VARIANTS = (UPLOAD_CHUNKED, UPLOAD_MONOLITHIC, DOWNLOAD_QUAYD, DOWNLOAD_NGINX)
+DISTRIBUTION_VARIANTS = (DISTRIBUTION_CHUNKED, DISTRIBUTION_MONOLITHIC, DISTRIBUTION_DOWNLOAD)
+
+QUAYD, DISTRIBUTION, NGINX = "quayd", "distribution", "nginx"
+CHUNKED, MONOLITHIC, DOWNLOAD = "chunked", "monolithic", "download"
+#: Each variant's server and transfer kind.
+PLAN = {
+    UPLOAD_CHUNKED: (QUAYD, CHUNKED),
+    UPLOAD_MONOLITHIC: (QUAYD, MONOLITHIC),
+    DOWNLOAD_QUAYD: (QUAYD, DOWNLOAD),
+    DOWNLOAD_NGINX: (NGINX, DOWNLOAD),
+    DISTRIBUTION_CHUNKED: (DISTRIBUTION, CHUNKED),
+    DISTRIBUTION_MONOLITHIC: (DISTRIBUTION, MONOLITHIC),
+    DISTRIBUTION_DOWNLOAD: (DISTRIBUTION, DOWNLOAD),
+}
+#: quayd's variants and Distribution's counterparts, compared after the targets.
+COUNTERPARTS = (
+    (UPLOAD_CHUNKED, DISTRIBUTION_CHUNKED),
+    (UPLOAD_MONOLITHIC, DISTRIBUTION_MONOLITHIC),
+    (DOWNLOAD_QUAYD, DISTRIBUTION_DOWNLOAD),
+)
 
 
 # Machine state
@@ -699,6 +725,63 @@ http {{
     return server
 
 
+def distribution_version(binary: str) -> str:
+    """
+    What C{<binary> --version} says, for example C{Distribution 2.8.2+ds1}.
+
+    @raise BenchError: If it cannot be run.
+    """
+    try:
+        completed = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=STARTUP_TIMEOUT, check=True
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        raise BenchError(f"cannot run {binary} --version: {e}") from None
+    words = completed.stdout.split()
+    return f"Distribution {words[-1]}" if words else "Distribution"
+
+
+def start_distribution(workdir: Path, binary: str, started: list[Server]) -> Registry:
+    """
+    Write a config into C{workdir} and start CNCF Distribution (C{registry serve}) on a free
+    loopback port: filesystem storage under C{workdir}, no authentication, no access log,
+    no upload purging (no background work during the transfers).
+
+    @param binary: The registry binary (Debian's C{docker-registry}, or C{registry} from a release).
+    @param started: The server is appended as soon as its process exists, for cleanup.
+    """
+    port = free_port()
+    root = workdir / "distribution-data"
+    config = workdir / "distribution.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n"
+        "  level: warn\n"
+        "  accesslog:\n"
+        "    disabled: true\n"
+        "storage:\n"
+        "  filesystem:\n"
+        f'    rootdirectory: "{root}"\n'
+        "  maintenance:\n"
+        "    uploadpurging:\n"
+        "      enabled: false\n"
+        "http:\n"
+        f'  addr: "127.0.0.1:{port}"\n',
+        encoding="utf-8",
+    )
+    server = Server(
+        "distribution", [binary, "serve", str(config)], port, workdir / "distribution.log", workdir
+    )
+    started.append(server)
+    server.wait_ready("/v2/")
+    blobs = root / "docker" / "registry" / "v2" / "blobs" / "sha256"
+    return Registry(
+        server,
+        RegistryAuth(server, "", "", workdir / "distribution-auth-header"),
+        lambda hex_: blobs / hex_[:2] / hex_ / "data",
+    )
+
+
 # Transfers
 
 
@@ -745,44 +828,64 @@ def curl(args: Sequence[str]) -> CurlResult:
     return CurlResult(status=int(status_text), headers=headers, downloaded=int(size_text))
 
 
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """
+    A registry under measurement.
+
+    @ivar server: Its process and port.
+    @ivar auth: The credentials it asks for (none for Distribution).
+    @ivar blob_file: The file holding a committed blob's bytes, by the digest's hex.
+    """
+
+    server: Server
+    auth: RegistryAuth
+    blob_file: Callable[[str], Path]
+
+    @property
+    def base(self) -> str:
+        """The registry's URL root."""
+        return f"http://127.0.0.1:{self.server.port}"
+
+
 class Transfers:
     """
-    The four transfers. L{prepare} readies one (outside the timed part) and returns a
+    Every variant's transfer. L{prepare} readies one (outside the timed part) and returns a
     callable that moves the blob once and checks the outcome.
 
-    @ivar quayd: The registry under test.
     @ivar nginx: The reference static file server.
     """
 
     def __init__(
         self,
-        quayd: Server,
+        registries: dict[str, Registry],
         nginx: Server,
-        auth: RegistryAuth,
         blob: Path,
         hex_: str,
         source: UploadSource,
-        blob_dir: Path,
     ) -> None:
-        self.quayd = quayd
-        self._auth = auth
+        """
+        @param registries: By name: C{quayd} and, when measured, C{distribution}.
+        """
+        self._registries = registries
         self.nginx = nginx
         self._blob = blob
         self._digest = f"sha256:{hex_}"
         self._size = blob.stat().st_size
         self._source = source
-        self._blob_dir = blob_dir
-        self._base = f"http://127.0.0.1:{quayd.port}"
-        self._last_upload: str | None = None
+        self._last_upload: tuple[Registry, str] | None = None
 
-    def _start_session(self) -> str:
-        response = self.quayd.request(
-            "POST", f"/v2/{REPOSITORY}/blobs/uploads/", {"Content-Length": "0", **self._auth.headers()}
+    def _start_session(self, registry: Registry) -> str:
+        response = registry.server.request(
+            "POST", f"/v2/{REPOSITORY}/blobs/uploads/", {"Content-Length": "0", **registry.auth.headers()}
         )
         location = response.getheader("Location")
         if response.status != 202 or location is None:
-            raise BenchError(f"POST upload session answered {response.status}, Location {location!r}")
-        return location if location.startswith("http") else self._base + location
+            raise BenchError(
+                f"POST upload session to {registry.server.name} answered {response.status},"
+                f" Location {location!r}"
+            )
+        return location if location.startswith("http") else registry.base + location
 
     @staticmethod
     def _with_digest(location: str, digest: str) -> str:
@@ -793,14 +896,14 @@ class Transfers:
         if status != 201 or got != digest:
             raise BenchError(f"{what} answered {status} with Docker-Content-Digest {got!r}, not {digest}")
 
-    def upload_chunked(self, path: Path, digest: str) -> None:
+    def upload_chunked(self, registry: Registry, path: Path, digest: str) -> None:
         """POST, one chunked PATCH streaming the file (curl C{-T}), then an empty PUT ?digest=."""
-        location = self._start_session()
+        location = self._start_session(registry)
         patched = curl(
             [
                 *("-X", "PATCH", "-T", str(path), "-o", "/dev/null"),
                 *("-H", "Transfer-Encoding: chunked", "-H", "Content-Type: application/octet-stream"),
-                *self._auth.curl_args(),
+                *registry.auth.curl_args(),
                 location,
             ]
         )
@@ -809,20 +912,20 @@ class Transfers:
             raise BenchError(f"PATCH answered {patched.status}, Location {next_location!r}")
         if patched.headers.get("range") != f"0-{self._size - 1}":
             raise BenchError(f"PATCH left the session at Range {patched.headers.get('range')!r}")
-        path_only = next_location.removeprefix(self._base)
-        response = self.quayd.request(
-            "PUT", self._with_digest(path_only, digest), {"Content-Length": "0", **self._auth.headers()}
+        path_only = next_location.removeprefix(registry.base)
+        response = registry.server.request(
+            "PUT", self._with_digest(path_only, digest), {"Content-Length": "0", **registry.auth.headers()}
         )
         self._check_created(response.status, response.getheader("Docker-Content-Digest"), digest, "final PUT")
 
-    def upload_monolithic(self, path: Path, digest: str) -> None:
+    def upload_monolithic(self, registry: Registry, path: Path, digest: str) -> None:
         """POST, then one PUT ?digest= carrying the file with a Content-Length (curl C{-T})."""
-        location = self._start_session()
+        location = self._start_session(registry)
         put = curl(
             [
                 *("-X", "PUT", "-T", str(path), "-o", "/dev/null"),
                 *("-H", "Content-Type: application/octet-stream"),
-                *self._auth.curl_args(),
+                *registry.auth.curl_args(),
                 self._with_digest(location, digest),
             ]
         )
@@ -833,53 +936,58 @@ class Transfers:
         if got.status != 200 or got.downloaded != self._size:
             raise BenchError(f"GET {url} answered {got.status} with {got.downloaded} of {self._size} bytes")
 
-    def download_quayd(self) -> None:
-        """GET the blob from quayd."""
-        self._download(f"{self._base}/v2/{REPOSITORY}/blobs/{self._digest}", self._auth.curl_args())
+    def download_registry(self, registry: Registry) -> None:
+        """GET the blob from a registry."""
+        self._download(f"{registry.base}/v2/{REPOSITORY}/blobs/{self._digest}", registry.auth.curl_args())
 
     def download_nginx(self) -> None:
         """GET the same bytes from nginx."""
         self._download(f"http://127.0.0.1:{self.nginx.port}/{self._blob.name}")
 
     def seed(self) -> None:
-        """Upload the blob itself (chunked), so that quayd can serve it; part of the warm-up."""
-        self._auth.refresh()
-        self.upload_chunked(self._blob, self._digest)
+        """Upload the blob itself (chunked) to every registry, so that they can serve it (warm-up)."""
+        for registry in self._registries.values():
+            registry.auth.refresh()
+            self.upload_chunked(registry, self._blob, self._digest)
 
-    def verify_quayd_download(self) -> None:
-        """Download the blob from quayd once and check its sha256 (warm-up only: costs CPU here)."""
-        url = f"{self._base}/v2/{REPOSITORY}/blobs/{self._digest}"
-        argv = ["curl", "-sS", "--fail", *self._auth.curl_args(), url]
-        with subprocess.Popen(argv, stdout=subprocess.PIPE) as process:
-            assert process.stdout is not None
-            hasher = hashlib.sha256()
-            while chunk := process.stdout.read(MIB):
-                hasher.update(chunk)
-            process.wait(TRANSFER_TIMEOUT)
-        if process.returncode != 0 or f"sha256:{hasher.hexdigest()}" != self._digest:
-            raise BenchError(
-                f"quayd served different bytes for {self._digest} (curl status {process.returncode})"
-            )
+    def verify_downloads(self) -> None:
+        """Download the blob from every registry once and check its sha256 (warm-up only: costs CPU here)."""
+        for registry in self._registries.values():
+            url = f"{registry.base}/v2/{REPOSITORY}/blobs/{self._digest}"
+            argv = ["curl", "-sS", "--fail", *registry.auth.curl_args(), url]
+            with subprocess.Popen(argv, stdout=subprocess.PIPE) as process:
+                assert process.stdout is not None
+                hasher = hashlib.sha256()
+                while chunk := process.stdout.read(MIB):
+                    hasher.update(chunk)
+                process.wait(TRANSFER_TIMEOUT)
+            if process.returncode != 0 or f"sha256:{hasher.hexdigest()}" != self._digest:
+                raise BenchError(
+                    f"{registry.server.name} served different bytes for {self._digest}"
+                    f" (curl status {process.returncode})"
+                )
 
     def prepare(self, variant: str) -> Callable[[], None]:
         """
         Ready one transfer of the named variant; uploads get a fresh blob first.
 
-        Before an upload, the file of the blob uploaded last is deleted from quayd's store, at
-        this moment and not right after that upload: see L{discard_last_upload}.
+        Before an upload, the file of the blob uploaded last is deleted from its registry's
+        store, at this moment and not right after that upload: see L{discard_last_upload}.
 
         @return: The transfer itself, to be timed.
         """
-        self._auth.refresh()
-        if variant == DOWNLOAD_QUAYD:
-            return self.download_quayd
-        if variant == DOWNLOAD_NGINX:
+        target, kind = PLAN[variant]
+        if target == NGINX:
             return self.download_nginx
+        registry = self._registries[target]
+        registry.auth.refresh()
+        if kind == DOWNLOAD:
+            return functools.partial(self.download_registry, registry)
         self.discard_last_upload()
         digest = f"sha256:{self._source.fresh()}"
-        upload = self.upload_chunked if variant == UPLOAD_CHUNKED else self.upload_monolithic
-        self._last_upload = digest
-        return functools.partial(upload, self._source.path, digest)
+        upload = self.upload_chunked if kind == CHUNKED else self.upload_monolithic
+        self._last_upload = (registry, digest)
+        return functools.partial(upload, registry, self._source.path, digest)
 
     def discard_last_upload(self) -> None:
         """
@@ -893,19 +1001,19 @@ class Transfers:
         rounds put pauses in different places for different variants (a download, the idle
         wait), which made the chunked PATCH look 25-37% slower than the PUT instead of 12-17%.
 
-        This reaches into quayd's filesystem store (C{sha256/<2 hex>/<hex>}); if the layout
+        This reaches into the registry's store (L{Registry.blob_file}); if the layout
         differs, the blob is simply kept.
         """
-        digest = self._last_upload
-        if digest is None:
+        if self._last_upload is None:
             return
-        hex_ = digest.removeprefix("sha256:")
-        (self._blob_dir / "sha256" / hex_[:2] / hex_).unlink(missing_ok=True)
+        registry, digest = self._last_upload
+        registry.blob_file(digest.removeprefix("sha256:")).unlink(missing_ok=True)
         self._last_upload = None
 
     def server_for(self, variant: str) -> Server:
         """The server a variant loads."""
-        return self.nginx if variant == DOWNLOAD_NGINX else self.quayd
+        target, _ = PLAN[variant]
+        return self.nginx if target == NGINX else self._registries[target].server
 
 
 # Reporting
@@ -915,8 +1023,12 @@ class Transfers:
 class Results:
     """All kept samples, by variant, plus the quayd memory peaks seen outside transfers."""
 
-    samples: dict[str, list[Sample]] = field(default_factory=lambda: {v: [] for v in VARIANTS})
+    variants: tuple[str, ...]
+    samples: dict[str, list[Sample]] = field(init=False)
     quayd_other_peaks_mib: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.samples = {variant: [] for variant in self.variants}
 
     def values(self, variant: str, attribute: str) -> list[float]:
         """One attribute of a variant's samples, leaving out C{None}."""
@@ -948,7 +1060,7 @@ def print_table(results: Results) -> None:
     print(header)
     print(f"{'':<24} {'median':>6}  {'':<20}" + "".join(f" {b:>9}" for _, b in columns))
     print("-" * len(header))
-    for variant in VARIANTS:
+    for variant in results.variants:
         runs = "[" + ", ".join(f"{s.mib_s:.0f}" for s in results.samples[variant]) + "]"
         post_body = (
             f"{results.median(variant, 'after_body'):>9.2f}"
@@ -967,19 +1079,21 @@ def print_table(results: Results) -> None:
             f" {results.median(variant, 'background'):>9.2f}"
         )
     print(
-        "medians, except RSS/HWM max. srv CPU: server process, all threads, user+sys; srv sys: its kernel\n"
-        "part; reactor: server main thread; curl CPU: the client; post-body: upload time left after the\n"
-        "server had written the whole body to its staged file (fsync, commit, response); RSS max: largest\n"
-        f"VmRSS sampled every {SAMPLE_INTERVAL * 1000:.0f} ms; HWM max: VmHWM after each transfer"
-        " (reset before it);\nbg cores: CPU used by other processes during the transfer (noise)."
+        "medians, except RSS/HWM max. srv CPU: server process, all threads, user+sys; srv sys: its\n"
+        "kernel part; reactor: server main thread (in quayd, the reactor); curl CPU: the client;\n"
+        "post-body: upload time left after the server had written the whole body to its staged file\n"
+        f"(fsync, commit, response); RSS max: largest VmRSS sampled every {SAMPLE_INTERVAL * 1000:.0f} ms;\n"
+        "HWM max: VmHWM after each transfer (reset before it); bg cores: CPU used by other processes\n"
+        "during the transfer (noise)."
     )
 
 
-def print_verdicts(results: Results, sha: HashSpeed, disk_mib_s: float) -> bool:
+def print_verdicts(results: Results, sha: HashSpeed, disk_mib_s: float, distribution: str | None) -> bool:
     """
-    Print ratios against the targets.
+    Print ratios against the targets, then against Distribution when it was measured.
 
     @param disk_mib_s: The durable write (write plus fsync) rate of the temporary directory's disk.
+    @param distribution: Distribution's version, when its variants were measured.
     @return: Whether every target was met.
     """
     checks: list[bool] = []
@@ -1002,6 +1116,12 @@ def print_verdicts(results: Results, sha: HashSpeed, disk_mib_s: float) -> bool:
         + results.quayd_other_peaks_mib
     )
     check("quayd peak RSS", f"{peak:.1f} MiB", f"< {RSS_TARGET_MIB:.0f} MiB", peak < RSS_TARGET_MIB)
+    if distribution is not None:
+        print(f"\nquayd against {distribution} in the same rounds (for comparison; not a target):")
+        for ours, theirs in COUNTERPARTS:
+            ratio = results.median(ours, "mib_s") / results.median(theirs, "mib_s")
+            cpu = results.median(ours, "server_cpu") / results.median(theirs, "server_cpu")
+            print(f"{ours:<24} {ratio:.2f}x Distribution's MiB/s, {cpu:.2f}x its server CPU per GiB")
     needed = UPLOAD_TARGET * sha.mib_s
     if disk_mib_s < needed:
         print(
@@ -1044,6 +1164,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--tmpdir", type=Path, default=None, help="parent of the temporary directory")
     parser.add_argument("--nginx", default="/usr/sbin/nginx", help="nginx binary (default /usr/sbin/nginx)")
+    parser.add_argument(
+        "--distribution",
+        default=None,
+        metavar="PATH",
+        help="CNCF Distribution's registry binary to compare with (default: docker-registry or registry"
+        " on PATH, skipped when neither is there)",
+    )
+    parser.add_argument("--no-distribution", action="store_true", help="do not measure Distribution")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (for debugging)")
     args = parser.parse_args(argv)
     if args.size_mib < 1 or args.rounds < 1 or args.max_repeats < 0:
@@ -1101,31 +1229,47 @@ def run(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> bool:
         f"quayd pid {quayd.process.pid} on port {quayd.port}; "
         f"nginx pid {nginx.process.pid} on port {nginx.port}"
     )
-    results = Results()
+    registries = {
+        QUAYD: Registry(
+            quayd,
+            RegistryAuth(quayd, user, password, workdir / "auth-header"),
+            lambda hex_: blob_dir / "sha256" / hex_[:2] / hex_,
+        )
+    }
+    variants: tuple[str, ...] = VARIANTS
+    version = None
+    if args.distribution_binary is not None:
+        version = distribution_version(args.distribution_binary)
+        registries[DISTRIBUTION] = distribution = start_distribution(
+            workdir, args.distribution_binary, servers
+        )
+        variants += DISTRIBUTION_VARIANTS
+        server = distribution.server
+        print(f"{version} ({args.distribution_binary}) pid {server.process.pid} on port {server.port}")
+    else:
+        print("Distribution: not measured (neither docker-registry nor registry on PATH)")
+    results = Results(variants)
     results.quayd_other_peaks_mib.append(quayd.monitor.memory_kib("VmHWM") / 1024)
 
     source = UploadSource(upload_file, size, sha.prefix)
-    auth = RegistryAuth(quayd, user, password, workdir / "auth-header")
-    transfers = Transfers(quayd, nginx, auth, blob, sha.hex, source, blob_dir)
+    transfers = Transfers(registries, nginx, blob, sha.hex, source)
     print("warm-up round (not measured) ...", flush=True)
     transfers.seed()
-    for variant in VARIANTS:
+    for variant in variants:
         transfers.prepare(variant)()
-    transfers.verify_quayd_download()
+    transfers.verify_downloads()
     results.quayd_other_peaks_mib.append(quayd.monitor.memory_kib("VmHWM") / 1024)
 
     measured = repeated = attempt = 0
     while measured < args.rounds:
         label = f"round {measured + 1}" + (f" (repeat {attempt})" if attempt else "")
         wait_for_idle(args.wait_idle, label)
-        order = VARIANTS[measured % len(VARIANTS) :] + VARIANTS[: measured % len(VARIANTS)]
+        order = variants[measured % len(variants) :] + variants[: measured % len(variants)]
         samples: dict[str, Sample] = {}
         for variant in order:
             server = transfers.server_for(variant)
             transfer = transfers.prepare(variant)
-            samples[variant] = measure(
-                server.monitor, size, transfer, upload=variant in (UPLOAD_CHUNKED, UPLOAD_MONOLITHIC)
-            )
+            samples[variant] = measure(server.monitor, size, transfer, upload=PLAN[variant][1] != DOWNLOAD)
         if quayd.process.poll() is not None:
             raise BenchError(f"quayd exited with status {quayd.process.returncode}:\n{quayd.log_tail()}")
         line = "; ".join(f"{v} {samples[v].mib_s:.0f}" for v in order)
@@ -1148,7 +1292,7 @@ def run(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> bool:
         " per transfer, curl client, loopback"
     )
     print_table(results)
-    return print_verdicts(results, sha, disk)
+    return print_verdicts(results, sha, disk, version)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1161,6 +1305,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("curl") is None:
         print("curl is required", file=sys.stderr)
         return 2
+    args.distribution_binary = None
+    if not args.no_distribution:
+        args.distribution_binary = (
+            args.distribution or shutil.which("docker-registry") or shutil.which("registry")
+        )
+        if args.distribution is not None and shutil.which(args.distribution) is None:
+            print(f"{args.distribution} is not an executable", file=sys.stderr)
+            return 2
     workdir = Path(tempfile.mkdtemp(prefix="quayd-bench-", dir=args.tmpdir))
     servers: list[Server] = []
     try:
