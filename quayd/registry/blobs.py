@@ -3,8 +3,9 @@ Serving blob bytes: a push producer with Range support.
 
 Over plain TCP, when the blob is a local file, the body goes out with
 C{os.sendfile}: the kernel hands page-cache pages to the socket, with no
-C{pread} copy into Python and no copy from Python into the socket. Otherwise
-(TLS, other stores) it reads and writes 1 MiB at a time.
+C{pread} copy into Python and no copy from Python into the socket. When the
+socket is full, the producer pauses until the reactor sees it writable again.
+Otherwise (TLS, other stores) it reads and writes 1 MiB at a time.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ _log = Logger()
 CHUNK = 1 << 20
 #: Largest C{sendfile} call (like L{CHUNK}, bounds the reactor's time per call on a cold file).
 SENDFILE_CHUNK = 1 << 20
-#: Bytes written through the transport when the socket is full. More than the transport's
-#: C{bufferSize} (64 KiB), so that the transport pauses this producer and resumes it once
-#: the socket has taken them all: the signal that C{sendfile} may continue.
+#: Bytes written through the transport before the first C{sendfile} (with the headers), and
+#: whenever the socket is full and the transport cannot be asked to wait for room
+#: (L{_wait_for_room}). More than the transport's C{bufferSize} (64 KiB), so that the
+#: transport pauses this producer and resumes it once the socket has taken them all.
 NUDGE = 128 * 1024
 
 
@@ -53,6 +55,28 @@ def _transport_drained(request: Request) -> bool:
     """
     transport = getattr(request.channel, "transport", None)
     return getattr(transport, "dataBuffer", b"-") == b"" and getattr(transport, "_tempDataLen", 1) == 0
+
+
+def _wait_for_room(request: Request) -> bool:
+    """
+    Pause the request's producer until the socket can take more, writing nothing.
+
+    This is what C{FileDescriptor.write} does when its buffer passes C{bufferSize}: mark
+    the transport's producer (the HTTP channel, which passes it on to this request's
+    producer) paused and pause it. C{startWriting} then has the reactor call C{doWrite}
+    once the socket is writable; with nothing buffered it resumes the producer. The
+    C{producer} and C{producerPaused} attributes belong to Twisted's C{FileDescriptor}.
+
+    @return: Whether the wait is arranged; if not, the caller nudges (L{NUDGE}).
+    """
+    transport = getattr(request.channel, "transport", None)
+    producer = getattr(transport, "producer", None)
+    if transport is None or producer is None or not hasattr(transport, "producerPaused"):
+        return False
+    transport.producerPaused = True
+    producer.pauseProducing()
+    transport.startWriting()
+    return True
 
 
 @implementer(IPushProducer)
@@ -116,7 +140,7 @@ class BlobProducer:
                 and fd is not None
                 and self._request.startedWriting
                 and _transport_drained(self._request)
-                and (self._sendfile(sock, fd) or not self._remaining)
+                and (self._sendfile(sock, fd) or not self._remaining or _wait_for_room(self._request))
             ):
                 continue
             data = await self._reader.read(self._offset, min(chunk, self._remaining))

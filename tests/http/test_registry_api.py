@@ -12,6 +12,7 @@ import json
 import os
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -21,6 +22,7 @@ from twisted.internet.threads import deferToThread
 from twisted.web.client import RequestGenerationFailed, ResponseNeverReceived
 
 from quayd.errors import JSONValue
+from quayd.registry.blobs import NUDGE
 from quayd.registry.manifests import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -506,6 +508,57 @@ async def test_api_blob_get_uses_sendfile(registry: Registry, monkeypatch: pytes
     assert whole.body == data
     assert ranged.body == data[100000:5000000]
     assert sum(sent) > 4 * MIB
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_api_blob_get_slow_reader_sendfile_only(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A client reading slower than quayd sends fills the socket again and again: quayd waits
+    for room each time and goes on with sendfile, so only the first NUDGE bytes (sent with
+    the headers) pass through Python, and the body is byte-exact.
+    """
+    calls: list[tuple[int, int]] = []
+    real_sendfile = os.sendfile
+
+    def recording_sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        try:
+            result = real_sendfile(out_fd, in_fd, offset, count)
+        except BlockingIOError:
+            calls.append((count, 0))
+            raise
+        calls.append((count, result))
+        return result
+
+    monkeypatch.setattr(os, "sendfile", recording_sendfile)
+    data = random_bytes(8 * MIB + 3, seed=12)
+    digest = await push_blob(registry, REPO, data)
+    port = registry.port.getHost().port  # type: ignore[attr-defined]  # an IPv4Address
+    request = f"GET /v2/{REPO}/blobs/{digest} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+    def read_slowly() -> bytes:
+        received = bytearray()
+        with socket.socket() as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+            client.settimeout(20)
+            client.connect(("127.0.0.1", port))
+            client.sendall(request.encode())
+            next_pause = 256 * 1024
+            while chunk := client.recv(16 * 1024):
+                received += chunk
+                if len(received) >= next_pause:
+                    next_pause += 256 * 1024
+                    time.sleep(0.002)
+        return bytes(received)
+
+    response = await deferToThread(read_slowly)
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert body == data
+    assert any(sent < count for count, sent in calls), "the socket never filled: the test did not slow quayd"
+    assert sum(sent for _, sent in calls) == len(data) - NUDGE
+    await registry.assert_no_failures()
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
