@@ -725,6 +725,26 @@ http {{
     return server
 
 
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """
+    A registry under measurement.
+
+    @ivar server: Its process and port.
+    @ivar auth: The credentials it asks for (none for Distribution).
+    @ivar blob_file: The file holding a committed blob's bytes, by the digest's hex.
+    """
+
+    server: Server
+    auth: RegistryAuth
+    blob_file: Callable[[str], Path]
+
+    @property
+    def base(self) -> str:
+        """The registry's URL root."""
+        return f"http://127.0.0.1:{self.server.port}"
+
+
 def distribution_version(binary: str) -> str:
     """
     What C{<binary> --version} says, for example C{Distribution 2.8.2+ds1}.
@@ -826,26 +846,6 @@ def curl(args: Sequence[str]) -> CurlResult:
         if sep:
             headers[name.strip().lower()] = value.strip()
     return CurlResult(status=int(status_text), headers=headers, downloaded=int(size_text))
-
-
-@dataclass(frozen=True, slots=True)
-class Registry:
-    """
-    A registry under measurement.
-
-    @ivar server: Its process and port.
-    @ivar auth: The credentials it asks for (none for Distribution).
-    @ivar blob_file: The file holding a committed blob's bytes, by the digest's hex.
-    """
-
-    server: Server
-    auth: RegistryAuth
-    blob_file: Callable[[str], Path]
-
-    @property
-    def base(self) -> str:
-        """The registry's URL root."""
-        return f"http://127.0.0.1:{self.server.port}"
 
 
 class Transfers:
