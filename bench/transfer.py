@@ -1176,6 +1176,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.size_mib < 1 or args.rounds < 1 or args.max_repeats < 0:
         parser.error("--size-mib and --rounds must be at least 1, --max-repeats at least 0")
+    if args.no_distribution:
+        args.distribution = None
+    elif args.distribution is None:
+        args.distribution = shutil.which("docker-registry") or shutil.which("registry")
+    elif shutil.which(args.distribution) is None:
+        parser.error(f"--distribution {args.distribution} is not an executable")
     return args
 
 
@@ -1238,16 +1244,16 @@ def run(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> bool:
     }
     variants: tuple[str, ...] = VARIANTS
     version = None
-    if args.distribution_binary is not None:
-        version = distribution_version(args.distribution_binary)
-        registries[DISTRIBUTION] = distribution = start_distribution(
-            workdir, args.distribution_binary, servers
-        )
+    if args.distribution is not None:
+        version = distribution_version(args.distribution)
+        registries[DISTRIBUTION] = distribution = start_distribution(workdir, args.distribution, servers)
         variants += DISTRIBUTION_VARIANTS
         server = distribution.server
-        print(f"{version} ({args.distribution_binary}) pid {server.process.pid} on port {server.port}")
+        print(f"{version} ({args.distribution}) pid {server.process.pid} on port {server.port}")
     else:
-        print("Distribution: not measured (neither docker-registry nor registry on PATH)")
+        print(
+            "Distribution: not measured (--no-distribution, or neither docker-registry nor registry on PATH)"
+        )
     results = Results(variants)
     results.quayd_other_peaks_mib.append(quayd.monitor.memory_kib("VmHWM") / 1024)
 
@@ -1305,14 +1311,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("curl") is None:
         print("curl is required", file=sys.stderr)
         return 2
-    args.distribution_binary = None
-    if not args.no_distribution:
-        args.distribution_binary = (
-            args.distribution or shutil.which("docker-registry") or shutil.which("registry")
-        )
-        if args.distribution is not None and shutil.which(args.distribution) is None:
-            print(f"{args.distribution} is not an executable", file=sys.stderr)
-            return 2
     workdir = Path(tempfile.mkdtemp(prefix="quayd-bench-", dir=args.tmpdir))
     servers: list[Server] = []
     try:

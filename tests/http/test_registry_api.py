@@ -486,39 +486,8 @@ async def test_api_blob_head_and_get_headers(registry: Registry) -> None:
     assert get.body == data
 
 
-@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
-async def test_api_blob_get_uses_sendfile(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Over plain TCP a large blob, whole or a Range of it, goes out with os.sendfile, byte-exact."""
-    sent: list[int] = []
-    real_sendfile = os.sendfile
-
-    def recording_sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
-        result = real_sendfile(out_fd, in_fd, offset, count)
-        sent.append(result)
-        return result
-
-    monkeypatch.setattr(os, "sendfile", recording_sendfile)
-    data = random_bytes(5 * MIB + 7, seed=9)
-    digest = await push_blob(registry, REPO, data)
-    whole = await registry.client.request("GET", f"/v2/{REPO}/blobs/{digest}")
-    ranged = await registry.client.request(
-        "GET", f"/v2/{REPO}/blobs/{digest}", headers={"Range": "bytes=100000-4999999"}
-    )
-    assert (whole.code, ranged.code) == (200, 206)
-    assert whole.body == data
-    assert ranged.body == data[100000:5000000]
-    assert sum(sent) > 4 * MIB
-
-
-@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
-async def test_api_blob_get_slow_reader_sendfile_only(
-    registry: Registry, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """
-    A client reading slower than quayd sends fills the socket again and again: quayd waits
-    for room each time and goes on with sendfile, so only the first NUDGE bytes (sent with
-    the headers) pass through Python, and the body is byte-exact.
-    """
+def _record_sendfile(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Record every C{os.sendfile} call as C{(bytes offered, bytes sent)}; a full socket sent 0."""
     calls: list[tuple[int, int]] = []
     real_sendfile = os.sendfile
 
@@ -532,6 +501,35 @@ async def test_api_blob_get_slow_reader_sendfile_only(
         return result
 
     monkeypatch.setattr(os, "sendfile", recording_sendfile)
+    return calls
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_api_blob_get_uses_sendfile(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over plain TCP a large blob, whole or a Range of it, goes out with os.sendfile, byte-exact."""
+    calls = _record_sendfile(monkeypatch)
+    data = random_bytes(5 * MIB + 7, seed=9)
+    digest = await push_blob(registry, REPO, data)
+    whole = await registry.client.request("GET", f"/v2/{REPO}/blobs/{digest}")
+    ranged = await registry.client.request(
+        "GET", f"/v2/{REPO}/blobs/{digest}", headers={"Range": "bytes=100000-4999999"}
+    )
+    assert (whole.code, ranged.code) == (200, 206)
+    assert whole.body == data
+    assert ranged.body == data[100000:5000000]
+    assert sum(sent for _, sent in calls) > 4 * MIB
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]  # pytest_twisted is untyped
+async def test_api_blob_get_slow_reader_sendfile_only(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A client reading slower than quayd sends fills the socket again and again: quayd waits
+    for room each time and goes on with sendfile, so only the first NUDGE bytes (sent with
+    the headers) pass through Python, and the body is byte-exact.
+    """
+    calls = _record_sendfile(monkeypatch)
     data = random_bytes(8 * MIB + 3, seed=12)
     digest = await push_blob(registry, REPO, data)
     port = registry.port.getHost().port  # type: ignore[attr-defined]  # an IPv4Address
